@@ -1,0 +1,1 @@
+"""ClusterForge: builds, publishes, installs and proves a Debian HA cluster's software."""

@@ -1,0 +1,94 @@
+"""Patch series: quilt's `series` format, path safety of patch files, and turning GNU
+patch's output into a message that names the patch, the file and the hunk."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+_STRIP_RE = re.compile(r"^-p(\d+)$")
+
+
+class SeriesError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class SeriesEntry:
+    name: str
+    strip: int = 1
+
+
+def parse_series(text: str) -> list[SeriesEntry]:
+    """quilt's series file: one patch per line, '#' comments, optional '-pN'."""
+    entries: list[SeriesEntry] = []
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        strip = 1
+        for opt in parts[1:]:
+            m = _STRIP_RE.match(opt)
+            if not m:
+                raise SeriesError(f"series line {lineno}: unsupported option {opt!r}")
+            strip = int(m.group(1))
+        name = parts[0]
+        if "/" in name or name.startswith(".") or ".." in name:
+            raise SeriesError(f"series line {lineno}: {name!r} must be a file in the series dir")
+        entries.append(SeriesEntry(name, strip))
+    return entries
+
+
+def unsafe_paths(patch_text: str, strip: int = 1) -> list[str]:
+    """Target paths in a unified or context diff that would escape the source tree."""
+    bad: list[str] = []
+    for line in patch_text.splitlines():
+        if not (line.startswith(("--- ", "+++ ", "*** "))):
+            continue
+        path = line[4:].split("\t", 1)[0].strip()
+        if path == "/dev/null" or not path:
+            continue
+        parts = PurePosixPath(path).parts
+        if path.startswith("/") and strip == 0:
+            bad.append(path)
+            continue
+        rest = parts[strip:] if len(parts) > strip else parts[-1:]
+        if ".." in rest or (rest and rest[0] == "/"):
+            bad.append(path)
+    return sorted(set(bad))
+
+
+def looks_like_patch(patch_text: str) -> bool:
+    """A patch must contain at least one unified or context diff header."""
+    return bool(re.search(r"^(--- |\*\*\* ).+\n(\+\+\+ |--- ).+", patch_text, re.MULTILINE))
+
+
+_PATCHING_RE = re.compile(r"^(?:patching|checking) file (?:'(.+)'|(.+))$")
+_HUNK_FAILED_RE = re.compile(r"^Hunk #(\d+) FAILED at (\d+)")
+_NO_FILE_RE = re.compile(r"^\|(?:---|\+\+\+|\*\*\*) (\S+)")
+
+
+def describe_failure(patch_name: str, output: str) -> str:
+    """One sentence naming the patch, the file and the hunk(s) GNU patch refused."""
+    current: str | None = None
+    failures: list[str] = []
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        if m := _PATCHING_RE.match(line):
+            current = m.group(1) or m.group(2)
+        elif m := _HUNK_FAILED_RE.match(line):
+            failures.append(f"file {current}, hunk #{m.group(1)} (at line {m.group(2)})")
+        elif line.startswith("can't find file to patch"):
+            target = next(
+                (mm.group(1) for ln in lines[i + 1 : i + 10] if (mm := _NO_FILE_RE.match(ln))),
+                "?",
+            )
+            failures.append(f"file {target}: not found in the source tree (all hunks)")
+        elif line.startswith("Reversed (or previously applied) patch detected"):
+            failures.append(f"file {current}: already applied or reversed (all hunks)")
+    if not failures:
+        tail = " / ".join(lines[-3:]) if lines else "no output"
+        return f"patch {patch_name} does not apply: {tail}"
+    return f"patch {patch_name} does not apply: " + "; ".join(failures)

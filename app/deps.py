@@ -1,0 +1,62 @@
+"""FastAPI dependencies as Annotated aliases: a route's signature says what it needs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import find_token
+from app.blobs import BlobStore
+from app.errors import ApiError
+from app.models import ApiToken, TokenKind
+from app.queue import Queue
+from app.settings import Settings
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One session per request, committed when the route returns without error."""
+    async with request.app.state.sessionmaker() as session:
+        yield session
+        await session.commit()
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_blobs(request: Request) -> BlobStore:
+    return request.app.state.blobs
+
+
+def get_queue(request: Request) -> Queue:
+    return request.app.state.queue
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
+QueueDep = Annotated[Queue, Depends(get_queue)]
+
+_bearer = HTTPBearer(auto_error=False, description="An admin token (cfa_...)")
+
+
+async def require_admin(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> ApiToken:
+    if credentials is None or not credentials.credentials:
+        raise ApiError(401, "unauthorized", "missing bearer token (Authorization: Bearer ...)")
+    async with request.app.state.sessionmaker() as session:
+        token = await find_token(session, credentials.credentials)
+    if token is None:
+        raise ApiError(401, "unauthorized", "invalid, expired or revoked token")
+    if token.kind != TokenKind.admin:
+        raise ApiError(403, "forbidden", "this endpoint needs an admin token")
+    return token
+
+
+AdminDep = Annotated[ApiToken, Depends(require_admin)]

@@ -1,0 +1,8 @@
+"""ORM models, one module per aggregate. Importing this package registers them all."""
+
+from app.models.artifact import Artifact, ArtifactKind
+from app.models.base import Base
+from app.models.build import Build, JobStatus
+from app.models.token import ApiToken, TokenKind
+
+__all__ = ["ApiToken", "Artifact", "ArtifactKind", "Base", "Build", "JobStatus", "TokenKind"]

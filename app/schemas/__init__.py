@@ -1,0 +1,1 @@
+"""Pydantic models at the API boundary (extra='forbid' on input)."""

@@ -1,0 +1,1 @@
+"""Service functions called by the thin routers."""

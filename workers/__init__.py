@@ -1,0 +1,1 @@
+"""arq workers: one module per pipeline."""

@@ -1,0 +1,169 @@
+"""What every pipeline job shares: claiming the row, a lease renewed while it runs,
+watching for cancellation, named steps recorded on the row and in the log, and one
+honest final state. The database row is the truth; arq only delivered the id."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+
+from app.joblog import JobLog, log_path
+from app.models import Build, JobStatus
+from workers.context import WorkerContext
+
+log = logging.getLogger(__name__)
+
+
+class StepFailed(Exception):
+    """A step failed for a reason the user can act on; the message says which."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Job:
+    """One running build. (Later pipelines reuse it with their own model.)"""
+
+    model = Build
+    kind = "builds"
+
+    def __init__(self, ctx: WorkerContext, job_id: int) -> None:
+        self.ctx = ctx
+        self.id = job_id
+        self.settings = ctx["settings"]
+        self.sessionmaker = ctx["sessionmaker"]
+        self.log = JobLog(log_path(self.settings.resolved_data_dir, self.kind, job_id))
+        self.steps: list[dict[str, Any]] = []
+        self.current_step: str | None = None
+        self._cancel_reason: str | None = None
+
+    async def claim(self) -> bool:
+        """queued -> running, atomically; False if someone else has it or it was cancelled."""
+        now = _now()
+        async with self.sessionmaker() as session:
+            result = await session.execute(
+                update(self.model)
+                .where(self.model.id == self.id, self.model.status == JobStatus.queued)
+                .values(status=JobStatus.running, started_at=now, worker=self.ctx["worker_name"],
+                        lease_expires_at=now + timedelta(seconds=self.settings.lease_seconds),
+                        steps=[])
+            )
+            await session.commit()
+        return result.rowcount == 1
+
+    async def update_row(self, **values: Any) -> None:
+        async with self.sessionmaker() as session:
+            await session.execute(update(self.model).where(self.model.id == self.id).values(**values))
+            await session.commit()
+
+    async def set_process_group(self, pgid: int | None) -> None:
+        await self.update_row(process_group=pgid)
+
+    @contextlib.asynccontextmanager
+    async def step(self, name: str) -> AsyncIterator[None]:
+        """A named step: recorded on the row (current step, timings) and in the log."""
+        record: dict[str, Any] = {"name": name, "status": "running",
+                                  "started_at": _now().isoformat()}
+        self.steps.append(record)
+        self.current_step = name
+        self.log.write(f"===== step {len(self.steps)}: {name}")
+        await self.update_row(step=name, steps=list(self.steps))
+        started = time.monotonic()
+        try:
+            yield
+        except BaseException as exc:
+            record["status"] = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
+            if isinstance(exc, StepFailed):
+                record["message"] = str(exc)
+            raise
+        else:
+            record["status"] = "succeeded"
+        finally:
+            record["finished_at"] = _now().isoformat()
+            record["seconds"] = round(time.monotonic() - started, 3)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.update_row(steps=list(self.steps)))
+
+    async def _keep_lease(self, task: asyncio.Task) -> None:
+        """Renew the lease and watch for a cancel request (checked every second)."""
+        renew_every = max(1.0, self.settings.lease_seconds / 3)
+        last_renew = time.monotonic()
+        while not task.done():
+            await asyncio.sleep(1)
+            try:
+                async with self.sessionmaker() as session:
+                    row = (await session.execute(
+                        select(self.model.status, self.model.cancel_requested)
+                        .where(self.model.id == self.id)
+                    )).one()
+                    if row.cancel_requested:
+                        self._cancel_reason = "cancelled on request"
+                    elif row.status != JobStatus.running:
+                        self._cancel_reason = f"the job was marked {row.status} meanwhile"
+                    if self._cancel_reason:
+                        task.cancel()
+                        return
+                    if time.monotonic() - last_renew >= renew_every:
+                        await session.execute(
+                            update(self.model).where(self.model.id == self.id).values(
+                                lease_expires_at=_now()
+                                + timedelta(seconds=self.settings.lease_seconds))
+                        )
+                        await session.commit()
+                        last_renew = time.monotonic()
+            except Exception as exc:  # a DB hiccup must not kill the job; the lease says
+                log.warning("lease renewal for %s %s failed: %s", self.kind, self.id, exc)
+
+    async def finish(self, status: JobStatus, error: str | None = None) -> None:
+        self.log.write(f"===== {status}" + (f": {error}" if error else ""))
+        async with self.sessionmaker() as session:
+            await session.execute(
+                update(self.model)
+                .where(self.model.id == self.id, self.model.status == JobStatus.running)
+                .values(status=status, error=error, finished_at=_now(), lease_expires_at=None,
+                        process_group=None,
+                        step=self.current_step if status != JobStatus.succeeded else None)
+            )
+            await session.commit()
+
+    async def execute(self, pipeline) -> str:
+        """Run `pipeline(job)` under the lease; map every outcome to a final status."""
+        if not await self.claim():
+            return "skipped: not queued"
+        task = asyncio.current_task()
+        assert task is not None
+        keeper = asyncio.create_task(self._keep_lease(task))
+        status, error = JobStatus.failed, None
+        try:
+            await pipeline(self)
+            status = JobStatus.succeeded
+        except asyncio.CancelledError:
+            if self._cancel_reason is None:
+                # arq is shutting down or timed the job out: say so, then let arq know.
+                await asyncio.shield(self.finish(
+                    JobStatus.failed, f"worker stopped during step {self.current_step}"))
+                raise
+            uncancel = getattr(task, "uncancel", None)
+            if uncancel:
+                uncancel()
+            status = JobStatus.cancelled
+            error = self._cancel_reason
+        except StepFailed as exc:
+            error = str(exc)
+        except Exception as exc:  # a bug or an unexpected tool failure: still a result
+            log.exception("%s %s failed unexpectedly", self.kind, self.id)
+            error = f"unexpected error in step {self.current_step}: {type(exc).__name__}: {exc}"
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        await self.finish(status, error)
+        return str(status)

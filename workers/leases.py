@@ -1,0 +1,75 @@
+"""Reconciliation: nothing stays 'running' after its worker died, and nothing stays
+'queued' because Redis lost the message. Runs at worker start and every few seconds."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+
+from app.joblog import JobLog, log_path
+from app.models import Build, JobStatus
+from app.proc import kill_group
+from workers.context import WorkerContext
+
+log = logging.getLogger(__name__)
+REQUEUE_AFTER = timedelta(seconds=30)
+
+
+def _worker_dead_here(worker: str | None) -> bool:
+    """True when the recorded worker ran on this host and its process is gone."""
+    if not worker or ":" not in worker:
+        return False
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+async def reconcile(ctx: WorkerContext) -> dict[str, int]:
+    sessionmaker = ctx["sessionmaker"]
+    settings = ctx["settings"]
+    now = datetime.now(UTC)
+    failed = requeued = 0
+    async with sessionmaker() as session:
+        expired = (await session.scalars(
+            select(Build).where(Build.status == JobStatus.running,
+                                Build.lease_expires_at < now))).all()
+        for build in expired:
+            message = (f"worker lost: {build.worker or 'the worker'} stopped renewing its lease "
+                       f"during step {build.step or '?'} (lease expired "
+                       f"{build.lease_expires_at:%Y-%m-%d %H:%M:%S} UTC)")
+            result = await session.execute(
+                update(Build).where(Build.id == build.id, Build.status == JobStatus.running,
+                                    Build.lease_expires_at < now)
+                .values(status=JobStatus.failed, error=message, finished_at=now,
+                        lease_expires_at=None, process_group=None))
+            if result.rowcount:
+                failed += 1
+                JobLog(log_path(settings.resolved_data_dir, "builds", build.id)).write(
+                    f"===== failed: {message}")
+                if build.process_group and _worker_dead_here(build.worker):
+                    kill_group(build.process_group, signal.SIGKILL)
+        await session.commit()
+        stale = (await session.scalars(
+            select(Build.id).where(Build.status == JobStatus.queued,
+                                   Build.created_at < now - REQUEUE_AFTER))).all()
+    for build_id in stale:
+        job = await ctx["redis"].enqueue_job("run_build", build_id, _job_id=f"build:{build_id}")
+        if job is not None:
+            requeued += 1
+            log.warning("build %s was queued in the database but not in Redis: requeued",
+                        build_id)
+    if failed:
+        log.warning("marked %d build(s) failed: worker lost", failed)
+    return {"failed": failed, "requeued": requeued}
