@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 
 from app.joblog import JobLog, log_path
 from app.models import Build, JobStatus
+from app.models.build import build_job_id
 from app.proc import kill_group
 from workers.context import WorkerContext
 
@@ -61,11 +62,12 @@ async def reconcile(ctx: WorkerContext) -> dict[str, int]:
                 if build.process_group and _worker_dead_here(build.worker):
                     kill_group(build.process_group, signal.SIGKILL)
         await session.commit()
-        stale = (await session.scalars(
-            select(Build.id).where(Build.status == JobStatus.queued,
+        stale = (await session.execute(
+            select(Build.id, Build.queue_key).where(Build.status == JobStatus.queued,
                                    Build.created_at < now - REQUEUE_AFTER))).all()
-    for build_id in stale:
-        job = await ctx["redis"].enqueue_job("run_build", build_id, _job_id=f"build:{build_id}")
+    for build_id, queue_key in stale:
+        job = await ctx["redis"].enqueue_job("run_build", build_id,
+                                             _job_id=build_job_id(build_id, queue_key))
         if job is not None:
             requeued += 1
             log.warning("build %s was queued in the database but not in Redis: requeued",

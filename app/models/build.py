@@ -5,6 +5,7 @@ renewed by the worker while it runs; an expired lease means the worker was lost.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -32,11 +33,18 @@ class BuildOrigin(StrEnum):
     apt = "apt"
 
 
+def build_job_id(build_id: int, queue_key: str) -> str:
+    return f"build:{build_id}:{queue_key}"
+
+
 class Build(Base):
     __tablename__ = "builds"
     __table_args__ = (UniqueConstraint("source", "base_version", "local_number"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Random per row: the arq job id is build:<id>:<queue_key>, so a rebuilt database
+    # never collides with job results Redis still holds for an older row with the same id.
+    queue_key: Mapped[str] = mapped_column(String(32), default=lambda: uuid.uuid4().hex)
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued, index=True)
     step: Mapped[str | None] = mapped_column(String(40), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)

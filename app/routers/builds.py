@@ -16,7 +16,7 @@ from app.deps import AdminDep, BlobsDep, QueueDep, SessionDep, SettingsDep
 from app.errors import ApiError
 from app.joblog import log_path, read_chunk
 from app.models import JobStatus
-from app.models.build import BuildOrigin
+from app.models.build import BuildOrigin, build_job_id
 from app.schemas.build import BuildList, BuildOptions, BuildOut, BuildRequest
 from app.services import builds as service
 
@@ -132,7 +132,7 @@ async def create_build(
     )
     await service.store_inputs(session, blobs, build, files, patches)
     await session.commit()
-    await queue.enqueue("run_build", f"build:{build.id}", build.id)
+    await queue.enqueue("run_build", build_job_id(build.id, build.queue_key), build.id)
     response.headers["Location"] = f"/api/v1/builds/{build.id}"
     return await service.build_out(session, build)
 

@@ -30,6 +30,7 @@ def upgrade() -> None:
     )
     op.create_table('builds',
     sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('queue_key', sa.String(length=32), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('step', sa.String(length=40), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),

@@ -22,7 +22,7 @@ async def test_uploaded_native_package_builds_and_serves_its_deb(
     await run_worker()
 
     build = (await client.get(f"/api/v1/builds/{build['id']}")).json()
-    assert build["status"] == "succeeded", build["error"]
+    assert build["status"] == "succeeded", build
     assert build["version"] == "1.0+cf1"
     assert [s["name"] for s in build["steps"]] == [
         "fetch", "verify", "unpack", "patch", "version", "build-deps", "build", "store"]
