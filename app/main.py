@@ -16,6 +16,7 @@ from app.errors import install_error_handlers
 from app.limits import BodySizeLimit
 from app.queue import Queue
 from app.routers import artifacts, builds, health, patch_series
+from app.schemas.build import BuildRequest
 from app.settings import Settings, get_settings
 
 API_PREFIX = "/api/v1"
@@ -65,7 +66,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api.include_router(module.router)
     app.include_router(api)
     app.add_api_route("/healthz", health.healthz, include_in_schema=False)
+    _publish_extra_schemas(app)
     return app
+
+
+def _publish_extra_schemas(app: FastAPI) -> None:
+    """Models used only in hand-written request bodies (POST /builds takes JSON or
+    multipart) are added to components/schemas so the spec's $refs resolve."""
+    base_openapi = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        spec = base_openapi()
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        for model in (BuildRequest,):
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, sub in schema.pop("$defs", {}).items():
+                schemas.setdefault(name, sub)
+            schemas[model.__name__] = schema
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def __getattr__(name: str):

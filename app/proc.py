@@ -45,10 +45,8 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
 async def _terminate(proc: asyncio.subprocess.Process, grace: float = 2.0) -> None:
     """SIGTERM the group, then SIGKILL whatever is left after `grace` seconds."""
     kill_group(proc.pid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(proc.wait(), grace)
-    except TimeoutError:
-        pass
     kill_group(proc.pid, signal.SIGKILL)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(proc.wait(), 5)

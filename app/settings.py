@@ -29,6 +29,8 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("REDIS_URL", "CLUSTERFORGE_REDIS_URL", "redis_url"),
     )
     queue_name: str = "clusterforge:queue"
+    host: str = "127.0.0.1"
+    port: int = 8000
     admin_token: str | None = None
     max_upload_bytes: int = 2 * 1024**3
     build_timeout: int = 4 * 3600

@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
+import subprocess
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -82,9 +85,36 @@ async def database_url(tmp_path: Path) -> AsyncIterator[str]:
         yield url
 
 
-@pytest.fixture
-def redis_url() -> str:
-    return os.environ.get("CLUSTERFORGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """The Redis at CLUSTERFORGE_TEST_REDIS_URL (default: local 6379); when none answers,
+    a private redis-server on a free port for this test session."""
+    from app.cli import redis_answers
+
+    url = os.environ.get("CLUSTERFORGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    if asyncio.run(redis_answers(url)):
+        yield url
+        return
+    require_tools("redis-server")
+    port = free_port()
+    rdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port),
+                             "--save", "", "--appendonly", "no", "--dir", str(rdir)],
+                            stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    for _ in range(100):
+        if asyncio.run(redis_answers(url, 0.2)):
+            break
+        time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -61,7 +61,8 @@ class Job:
 
     async def update_row(self, **values: Any) -> None:
         async with self.sessionmaker() as session:
-            await session.execute(update(self.model).where(self.model.id == self.id).values(**values))
+            await session.execute(
+                update(self.model).where(self.model.id == self.id).values(**values))
             await session.commit()
 
     async def set_process_group(self, pgid: int | None) -> None:

@@ -15,6 +15,7 @@ from starlette.datastructures import UploadFile
 from app.deps import AdminDep, BlobsDep, QueueDep, SessionDep, SettingsDep
 from app.errors import ApiError
 from app.joblog import log_path, read_chunk
+from app.limits import BodyTooLarge
 from app.models import JobStatus
 from app.models.build import BuildOrigin, build_job_id
 from app.schemas.build import BuildList, BuildOptions, BuildOut, BuildRequest
@@ -59,6 +60,8 @@ def _validate(model: type, data: dict[str, Any], loc: str = "body"):
 async def _from_multipart(request: Request):
     try:
         form = await request.form(max_files=1000, max_fields=100, max_part_size=1024 * 1024)
+    except BodyTooLarge:
+        raise
     except Exception as exc:  # malformed multipart
         raise ApiError(400, "bad_request", f"malformed multipart body: {exc}") from exc
     files = [service.UploadedFile(f.filename or "", f.file)

@@ -89,8 +89,8 @@ def verify_upload(files: list[UploadedFile]) -> DscInfo:
                 problems.append(f"{listed.name}: {algo} checksum does not match the .dsc")
     problems += [f"{name}: uploaded but not listed in the .dsc" for name in sorted(by_name)]
     if problems:
-        raise ApiError(422, "checksum_mismatch" if any("checksum" in p or "size" in p
-                                                        for p in problems) else "invalid_source_upload",
+        mismatch = any("checksum" in p or "size" in p for p in problems)
+        raise ApiError(422, "checksum_mismatch" if mismatch else "invalid_source_upload",
                        problems[0], {"problems": problems})
     return info
 

@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.debian.patches import SeriesEntry, SeriesError, parse_series, unsafe_paths
 from app.debian.names import PACKAGE_RE
+from app.debian.patches import SeriesEntry, SeriesError, parse_series, unsafe_paths
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 

@@ -1,14 +1,13 @@
 """Builds, artifacts and API tokens: the tables of the build pipeline.
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-25 11:03:14.179035
 """
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-
 
 revision: str = '0001'
 down_revision: str | None = None
@@ -52,7 +51,8 @@ def upgrade() -> None:
     sa.Column('process_group', sa.Integer(), nullable=True),
     sa.Column('cancel_requested', sa.Boolean(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_builds')),
-    sa.UniqueConstraint('source', 'base_version', 'local_number', name=op.f('uq_builds_source_base_version_local_number'))
+    sa.UniqueConstraint('source', 'base_version', 'local_number',
+                        name=op.f('uq_builds_source_base_version_local_number'))
     )
     with op.batch_alter_table('builds', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_builds_source'), ['source'], unique=False)
@@ -72,7 +72,8 @@ def upgrade() -> None:
     sa.Column('architecture', sa.String(length=40), nullable=True),
     sa.Column('control', sa.JSON(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['build_id'], ['builds.id'], name=op.f('fk_artifacts_build_id_builds'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['build_id'], ['builds.id'],
+                            name=op.f('fk_artifacts_build_id_builds'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_artifacts'))
     )
     with op.batch_alter_table('artifacts', schema=None) as batch_op:
