@@ -47,6 +47,8 @@ async def reconcile(ctx: WorkerContext) -> dict[str, int]:
             select(Build).where(Build.status == JobStatus.running,
                                 Build.lease_expires_at < now))).all()
         for build in expired:
+            # Read before the UPDATE: the ORM synchronises these attributes with it.
+            pgid, worker = build.process_group, build.worker
             message = (f"worker lost: {build.worker or 'the worker'} stopped renewing its lease "
                        f"during step {build.step or '?'} (lease expired "
                        f"{build.lease_expires_at:%Y-%m-%d %H:%M:%S} UTC)")
@@ -59,8 +61,8 @@ async def reconcile(ctx: WorkerContext) -> dict[str, int]:
                 failed += 1
                 JobLog(log_path(settings.resolved_data_dir, "builds", build.id)).write(
                     f"===== failed: {message}")
-                if build.process_group and _worker_dead_here(build.worker):
-                    kill_group(build.process_group, signal.SIGKILL)
+                if pgid and _worker_dead_here(worker):
+                    kill_group(pgid, signal.SIGKILL)
         await session.commit()
         stale = (await session.execute(
             select(Build.id, Build.queue_key).where(Build.status == JobStatus.queued,
