@@ -48,7 +48,9 @@ class SourceEntry:
         ]
         if self.components:
             lines.append("Components: " + " ".join(self.components))
-        lines += [f"{k}: {v}" for k, v in self.options]
+        # A multi-line value (an embedded Signed-By key block) keeps its continuation
+        # lines exactly as deb822 wrote them.
+        lines += [f"{k}:{v}" if v.startswith("\n") else f"{k}: {v}" for k, v in self.options]
         return "\n".join(lines) + "\n"
 
 
@@ -61,7 +63,7 @@ def _parse_one_line(text: str) -> list[SourceEntry]:
     for raw in text.splitlines():
         line = raw.split("#", 1)[0].strip()
         m = _ONE_LINE_RE.match(line)
-        if not m:
+        if not m or "cdrom:" in line:  # an installation medium serves no sources
             continue
         kind, opts, uri, suite, comps = m.groups()
         options = []
@@ -79,13 +81,13 @@ def _parse_one_line(text: str) -> list[SourceEntry]:
 def _parse_deb822(text: str) -> list[SourceEntry]:
     entries = []
     for para in Deb822.iter_paragraphs(text.splitlines()):
-        if para.get("Enabled", "yes").strip().lower() == "no":
+        if para.get("Enabled", "yes").strip().lower() in ("no", "false", "off", "0"):
             continue
         types = para.get("Types", "").split()
         options = tuple(
-            (k, " ".join(para[k].split()))
+            (k, para[k].rstrip() if "\n" in para[k].strip() else para[k].strip())
             for k in ("Signed-By", "Trusted", "Check-Valid-Until")
-            if k in para and "\n" not in para[k].strip()
+            if k in para
         )
         common = (
             tuple(para.get("URIs", "").split()),
@@ -93,7 +95,7 @@ def _parse_deb822(text: str) -> list[SourceEntry]:
             tuple(para.get("Components", "").split()),
             options,
         )
-        if not common[0] or not common[1]:
+        if not common[0] or not common[1] or any(u.startswith("cdrom:") for u in common[0]):
             continue
         for kind in types:
             if kind in ("deb", "deb-src"):

@@ -16,7 +16,7 @@ SAFE_FILENAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~:-]*$")
 
 def package_name_problem(name: str) -> str | None:
     """None when `name` is a valid source or binary package name, else the reason."""
-    if not PACKAGE_RE.match(name):
+    if not PACKAGE_RE.fullmatch(name):
         return (
             f"{name!r} is not a valid Debian package name: lower-case letters, digits and "
             "'+', '-', '.' only, at least two characters, starting with a letter or digit"
@@ -33,11 +33,11 @@ def version_problem(version: str) -> str | None:
             return f"{version!r}: the epoch must be a number"
     if "-" in rest:
         upstream, revision = rest.rsplit("-", 1)
-        if not _REVISION_RE.match(revision):
+        if not _REVISION_RE.fullmatch(revision):
             return f"{version!r}: invalid Debian revision {revision!r}"
-        if not _UPSTREAM_RE.match(upstream):
+        if not _UPSTREAM_RE.fullmatch(upstream):
             return f"{version!r}: invalid upstream version {upstream!r} (must start with a digit)"
-    elif not _UPSTREAM_NO_HYPHEN_RE.match(rest):
+    elif not _UPSTREAM_NO_HYPHEN_RE.fullmatch(rest):
         return f"{version!r}: invalid upstream version (must start with a digit; A-Za-z0-9.+~)"
     try:
         Version(version)
@@ -54,7 +54,7 @@ def filename_problem(name: str) -> str | None:
         return f"file name {name!r} must be a plain basename (no '/')"
     if name in (".", "..") or ".." in name:
         return f"file name {name!r} must not contain '..'"
-    if not SAFE_FILENAME_RE.match(name) or len(name) > 255:
+    if not SAFE_FILENAME_RE.fullmatch(name) or len(name) > 255:
         return f"file name {name!r} has characters outside A-Za-z0-9._+~:-"
     return None
 

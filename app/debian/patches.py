@@ -30,7 +30,7 @@ def parse_series(text: str) -> list[SeriesEntry]:
         parts = line.split()
         strip = 1
         for opt in parts[1:]:
-            m = _STRIP_RE.match(opt)
+            m = _STRIP_RE.fullmatch(opt)
             if not m:
                 raise SeriesError(f"series line {lineno}: unsupported option {opt!r}")
             strip = int(m.group(1))

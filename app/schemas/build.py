@@ -31,7 +31,7 @@ class BuildOptions(BaseModel):
     @classmethod
     def _tokens(cls, value: list[str]) -> list[str]:
         for token in value:
-            if not _DBO_TOKEN.match(token):
+            if not _DBO_TOKEN.fullmatch(token):
                 raise ValueError(f"{token!r} is not a DEB_BUILD_OPTIONS token")
         return value
 

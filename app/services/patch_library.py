@@ -48,7 +48,7 @@ def _dep3_description(text: str) -> str | None:
 
 def load_series(root: Path, source: str, name: str) -> Series:
     """A series, checked: every listed patch exists and stays inside the source tree."""
-    if not PACKAGE_RE.match(source) or not _NAME_RE.match(name):
+    if not PACKAGE_RE.fullmatch(source) or not _NAME_RE.fullmatch(name):
         raise SeriesNotFound(f"no patch series {source}/{name}")
     path = root / source / name
     series_file = path / "series"
