@@ -154,3 +154,19 @@ async def test_worker_killed_mid_build_is_reported_lost_by_the_next_worker(
     while _marker_processes(marker) and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
     assert _marker_processes(marker) == [], "the lost worker's build processes were left"
+
+
+async def test_worker_stopped_with_sigterm_fails_its_build_and_kills_the_group(
+    client, worker_process, fixtures_dir
+):
+    marker = _marker()
+    dsc = _slow_source(fixtures_dir, marker)
+    build_id = (await client.post("/api/v1/builds", files=upload_parts(dsc))).json()["id"]
+    worker = worker_process()
+    await _wait_log(client, build_id, "tick 3")
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(20)
+    build = (await client.get(f"/api/v1/builds/{build_id}")).json()
+    assert build["status"] == "failed"
+    assert build["error"] == "worker stopped during step build"
+    assert _marker_processes(marker) == []
