@@ -260,6 +260,13 @@ def report(plain: list[Timing], service: list[Timing]) -> None:
     print(f"{'median':>5}  {plain_med:>8.2f}  {service_med:>9.2f}  {ratio:>6.3f}")
     print()
     print(f"ratio service/plain (medians): {ratio:.3f}  overhead: {overhead:+.1f}%")
+    paired = statistics.median(s.seconds / p.seconds for p, s in zip(plain, service, strict=True))
+    print(f"median of the per-round ratios: {paired:.3f}")
+    spread = max(max(t.seconds for t in ts) / min(t.seconds for t in ts)
+                 for ts in (plain, service))
+    if spread > 1.10:
+        print(f"note: builds of one kind varied by up to {(spread - 1) * 100:.0f}% between "
+              "rounds: the machine was busy; use more --rounds or a quiet machine")
 
     svc_steps = median_steps(service)
     plain_steps = median_steps(plain)
@@ -296,8 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     served: list[Timing] = []
     failed = False
     try:
-        print(f"starting clusterforge run on port {service.port} (data in {data_dir})",
-              flush=True)
+        print(f"starting clusterforge run on port {service.port} (data in {data_dir}); "
+              f"load average {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)", flush=True)
         service.start()
         with httpx.Client(timeout=30.0) as client:
             print("warm-up: service build ...", end=" ", flush=True)
@@ -323,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         service.stop()
     if not failed:
+        print(f"load average at the end: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
         report(plain, served)
         shutil.rmtree(scratch, ignore_errors=True)
     else:

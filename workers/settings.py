@@ -49,3 +49,5 @@ class WorkerSettings:
     max_jobs = _settings.worker_concurrency
     keep_result = 3600
     health_check_interval = 30
+    # arq polls its queue; the default 0.5 s is a fixed wait before every build starts.
+    poll_delay = 0.1
