@@ -33,6 +33,41 @@ class CommandResult:
         return self.returncode == 0
 
 
+MARKER_VAR = "CLUSTERFORGE_JOB"
+_PASS_THROUGH = ("PATH", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY",
+                 "HTTPS_PROXY", "NO_PROXY", "SOURCE_DATE_EPOCH")
+
+
+def base_env() -> dict[str, str]:
+    """The environment a command gets: no secrets of the worker (tokens, DATABASE_URL),
+    only PATH, proxies and a predictable locale. Callers add what the tool needs."""
+    env = {k: os.environ[k] for k in _PASS_THROUGH if k in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin")
+    env.update({"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TERM": "dumb",
+                "HOME": "/nonexistent"})
+    return env
+
+
+def kill_marked(marker: str, sig: int = signal.SIGKILL) -> int:
+    """Kill every process whose environment carries CLUSTERFORGE_JOB=<marker>: this also
+    reaches what left the process group (fakeroot's faked, anything that calls setsid)."""
+    needle = b"\0" + f"{MARKER_VAR}={marker}".encode() + b"\0"
+    killed = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as fh:
+                environ = b"\0" + fh.read() + b"\0"
+        except OSError:
+            continue
+        if needle in environ:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), sig)
+                killed += 1
+    return killed
+
+
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
     """Signal a whole process group; False when it is already gone."""
     try:
@@ -42,12 +77,15 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
         return False
 
 
-async def _terminate(proc: asyncio.subprocess.Process, grace: float = 2.0) -> None:
-    """SIGTERM the group, then SIGKILL whatever is left after `grace` seconds."""
+async def _terminate(proc: asyncio.subprocess.Process, marker: str | None,
+                     grace: float = 2.0) -> None:
+    """SIGTERM the group, then SIGKILL whatever is left (group and marked) after `grace`."""
     kill_group(proc.pid, signal.SIGTERM)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(proc.wait(), grace)
     kill_group(proc.pid, signal.SIGKILL)
+    if marker:
+        await asyncio.to_thread(kill_marked, marker)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(proc.wait(), 5)
 
@@ -63,17 +101,21 @@ async def run(
     env: Mapping[str, str] | None = None,
     timeout: float = 1800,
     on_spawn: OnSpawn | None = None,
+    marker: str | None = None,
     output_tail: int = 64 * 1024,
 ) -> CommandResult:
     """Run one command; its stdout and stderr go into the log. Cancellation of the
-    calling task kills the command's whole process group before re-raising."""
+    calling task kills the command's whole process group (and every process carrying
+    `marker`) before re-raising. The environment is base_env() plus `env`."""
     argv = [str(a) for a in argv]
     log.write(f"$ {shlex.join(argv)}" + (f"   (in {cwd})" if cwd else ""))
     start_offset = log.size()
     fd = log.open_for_command()
     started = time.monotonic()
-    full_env = dict(os.environ)
+    full_env = base_env()
     full_env.update(env or {})
+    if marker:
+        full_env[MARKER_VAR] = marker
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -91,16 +133,18 @@ async def run(
     try:
         returncode = await asyncio.wait_for(proc.wait(), timeout)
     except TimeoutError:
-        await _terminate(proc)
+        await _terminate(proc, marker)
         log.write(f"command timed out after {timeout:.0f} s and was killed: {argv[0]}")
         raise CommandTimeout(f"{argv[0]} timed out after {timeout:.0f} s") from None
     except asyncio.CancelledError:
-        await _terminate(proc, grace=1.0)
+        await _terminate(proc, marker, grace=1.0)
         log.write(f"command killed (job cancelled): {argv[0]}")
         raise
     finally:
         # Whatever happened, nothing of this command may outlive it.
         kill_group(proc.pid, signal.SIGKILL)
+        if marker:
+            await asyncio.to_thread(kill_marked, marker)
         if on_spawn:
             await on_spawn(None)
     seconds = time.monotonic() - started

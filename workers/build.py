@@ -46,13 +46,22 @@ class BuildPipeline:
         self.dsc: Path | None = None
         self.base_version = ""
         self.patch_files: list[tuple[str, Path, int]] = []  # (label, path, strip)
+        self.marker = build_marker(build)
+
+    @property
+    def run_options(self) -> dict:
+        """What every command of this build shares: its process group is recorded on
+        the row, and it carries the build's marker so nothing of it escapes a kill."""
+        return {"on_spawn": self.job.set_process_group, "marker": self.marker}
 
     async def cmd(self, argv: list[str], *, cwd: Path | None = None,
                   env: dict[str, str] | None = None, timeout: float | None = None):
+        full_env = {"HOME": str(self.work / "home"), "TMPDIR": str(self.work / "tmp"),
+                    **(env or {})}
         try:
-            return await run(argv, self.job.log, cwd=cwd, env=env,
+            return await run(argv, self.job.log, cwd=cwd, env=full_env,
                              timeout=timeout or self.settings.command_timeout,
-                             on_spawn=self.job.set_process_group)
+                             **self.run_options)
         except CommandTimeout as exc:
             raise StepFailed(str(exc)) from exc
 
@@ -80,8 +89,8 @@ class BuildPipeline:
 
     async def fetch(self) -> None:
         await asyncio.to_thread(shutil.rmtree, self.work, True)
-        self.src_dir.mkdir(parents=True)
-        self.out_dir.mkdir(parents=True)
+        for sub in (self.src_dir, self.out_dir, self.work / "home", self.work / "tmp"):
+            sub.mkdir(parents=True)
         async with self.job.sessionmaker() as session:
             inputs = (await session.scalars(
                 select(Artifact).where(Artifact.build_id == self.build.id,
@@ -97,13 +106,15 @@ class BuildPipeline:
             apt = PrivateApt(self.settings.resolved_data_dir / "apt",
                              max_age=self.settings.apt_update_interval)
             try:
-                await apt.update(self.job.log, self.settings.command_timeout)
+                await apt.update(self.job.log, self.settings.command_timeout,
+                                 **self.run_options)
                 self.dsc = await apt.download_source(
                     self.build.source, self.build.requested_version, self.src_dir,
-                    self.job.log, self.settings.command_timeout,
-                    on_spawn=self.job.set_process_group)
+                    self.job.log, self.settings.command_timeout, **self.run_options)
             except (SourceNotFound, AptConfigError) as exc:
                 raise StepFailed(str(exc)) from exc
+            if not inputs:
+                await self.keep_fetched_source()
         else:
             dscs = sorted(self.src_dir.glob("*.dsc"))
             if len(dscs) != 1:
@@ -123,6 +134,18 @@ class BuildPipeline:
         for a in inputs:
             if a.kind == ArtifactKind.patch:
                 self.patch_files.append((f"uploaded {a.filename}", patch_dir / a.filename, 1))
+
+    async def keep_fetched_source(self) -> None:
+        """Keep what apt fetched as the build's inputs: the build can be audited and
+        repeated from exactly these files, even after the archive moved on."""
+        async with self.job.sessionmaker() as session:
+            for index, path in enumerate(sorted(self.src_dir.iterdir())):
+                sha, size = await asyncio.to_thread(self.blobs.put_file, path)
+                session.add(Artifact(
+                    build_id=self.build.id, role=ArtifactRole.input, position=index,
+                    kind=ArtifactKind.dsc if path.suffix == ".dsc" else ArtifactKind.source,
+                    filename=path.name, sha256=sha, size=size))
+            await session.commit()
 
     async def verify(self) -> None:
         assert self.dsc is not None
@@ -164,7 +187,14 @@ class BuildPipeline:
 
     async def _allocate_number(self) -> int:
         """The next +cfN for this source and version: numbers only go up, and the
-        unique constraint settles a race between two workers."""
+        unique constraint settles a race between two workers. A build that was queued
+        again after a worker stopped keeps the number it already had."""
+        async with self.job.sessionmaker() as session:
+            kept = (await session.execute(
+                select(Build.local_number, Build.base_version).where(Build.id == self.build.id)
+            )).one()
+        if kept.local_number is not None and kept.base_version == self.base_version:
+            return kept.local_number
         for _ in range(20):
             async with self.job.sessionmaker() as session:
                 current = await session.scalar(
@@ -214,7 +244,8 @@ class BuildPipeline:
                 f"missing build dependencies: {missing}. Install them on the worker host, "
                 "or ask for install_build_deps")
         install = await self.cmd(
-            ["apt-get", "build-dep", "-y", "--no-install-recommends", "./"], cwd=self.tree,
+            ["apt-get", "build-dep", "-y", "--no-install-recommends",
+             "-o", "DPkg::Lock::Timeout=900", "./"], cwd=self.tree,
             env={"DEBIAN_FRONTEND": "noninteractive"})
         if not install.ok:
             raise StepFailed(f"installing build dependencies ({missing}) failed: "
@@ -268,6 +299,11 @@ class BuildPipeline:
                 await session.commit()
         except Exception as exc:  # never mask the build's own outcome
             self.job.log.write(f"warning: could not store the log as an artifact: {exc}")
+
+
+def build_marker(build: Build) -> str:
+    """Marks every process of one build (see app.proc.kill_marked)."""
+    return f"build-{build.id}-{build.queue_key}"
 
 
 def _last_line(output: str) -> str:

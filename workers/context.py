@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TypedDict
 
 from arq.connections import ArqRedis
@@ -20,3 +21,4 @@ class WorkerContext(TypedDict, total=False):
     sessionmaker: async_sessionmaker[AsyncSession]
     blobs: BlobStore
     worker_name: str
+    reconciler: asyncio.Task

@@ -83,7 +83,7 @@ class Job:
         except BaseException as exc:
             record["status"] = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
             if isinstance(exc, StepFailed):
-                record["message"] = str(exc)
+                record["message"] = clean_text(str(exc))
             raise
         else:
             record["status"] = "succeeded"
@@ -124,6 +124,7 @@ class Job:
                 log.warning("lease renewal for %s %s failed: %s", self.kind, self.id, exc)
 
     async def finish(self, status: JobStatus, error: str | None = None) -> None:
+        error = clean_text(error) if error else None
         self.log.write(f"===== {status}" + (f": {error}" if error else ""))
         async with self.sessionmaker() as session:
             await session.execute(
@@ -135,6 +136,34 @@ class Job:
             )
             await session.commit()
 
+    async def requeue(self, reason: str) -> None:
+        """Put the job back to 'queued' (a graceful worker stop): it starts over on the
+        next worker, keeping its inputs and, for a build, its +cfN number."""
+        self.log.write(f"===== {reason}; queued again, it starts over on the next worker")
+        async with self.sessionmaker() as session:
+            await session.execute(
+                update(self.model)
+                .where(self.model.id == self.id, self.model.status == JobStatus.running)
+                .values(status=JobStatus.queued, started_at=None, step=None, error=None,
+                        lease_expires_at=None, worker=None, process_group=None)
+            )
+            await session.commit()
+
+    @staticmethod
+    async def _surely(coro) -> None:
+        """Await `coro` to the end even if this task is cancelled again meanwhile (a
+        second signal): the row must never be left 'running' by a stopping worker."""
+        inner = asyncio.ensure_future(coro)
+        while not inner.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(inner)
+        inner.result()
+
+    @property
+    def deadline(self) -> float:
+        """The whole pipeline's limit: the build timeout plus the other commands'."""
+        return self.settings.build_timeout + 4 * self.settings.command_timeout
+
     async def execute(self, pipeline) -> str:
         """Run `pipeline(job)` under the lease; map every outcome to a final status."""
         if not await self.claim():
@@ -144,13 +173,18 @@ class Job:
         keeper = asyncio.create_task(self._keep_lease(task))
         status, error = JobStatus.failed, None
         try:
-            await pipeline(self)
+            async with asyncio.timeout(self.deadline):
+                await pipeline(self)
             status = JobStatus.succeeded
+        except TimeoutError:
+            error = (f"exceeded the overall time limit of {self.deadline:.0f} s "
+                     f"in step {self.current_step}")
         except asyncio.CancelledError:
             if self._cancel_reason is None:
-                # arq is shutting down or timed the job out: say so, then let arq know.
-                await asyncio.shield(self.finish(
-                    JobStatus.failed, f"worker stopped during step {self.current_step}"))
+                # The worker is stopping (SIGTERM/SIGINT): hand the job back, then let
+                # arq know, which keeps it in its queue for the next worker.
+                await self._surely(self.requeue(
+                    f"worker stopped during step {self.current_step}"))
                 raise
             uncancel = getattr(task, "uncancel", None)
             if uncancel:
@@ -166,5 +200,11 @@ class Job:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
-        await self.finish(status, error)
+        await self._surely(self.finish(status, error))
         return str(status)
+
+
+def clean_text(text: str, limit: int = 4000) -> str:
+    """Text safe for any database column: no NUL (PostgreSQL refuses it), bounded."""
+    text = text.replace("\x00", "\N{REPLACEMENT CHARACTER}")
+    return text if len(text) <= limit else text[: limit - 1] + "\N{HORIZONTAL ELLIPSIS}"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -14,11 +15,12 @@ from sqlalchemy import select, update
 from app.joblog import JobLog, log_path
 from app.models import Build, JobStatus
 from app.models.build import build_job_id
-from app.proc import kill_group
+from app.proc import kill_group, kill_marked
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
 REQUEUE_AFTER = timedelta(seconds=30)
+INTERVAL = 5.0
 
 
 def _worker_dead_here(worker: str | None) -> bool:
@@ -49,6 +51,7 @@ async def reconcile(ctx: WorkerContext) -> dict[str, int]:
         for build in expired:
             # Read before the UPDATE: the ORM synchronises these attributes with it.
             pgid, worker = build.process_group, build.worker
+            marker = f"build-{build.id}-{build.queue_key}"
             message = (f"worker lost: {build.worker or 'the worker'} stopped renewing its lease "
                        f"during step {build.step or '?'} (lease expired "
                        f"{build.lease_expires_at:%Y-%m-%d %H:%M:%S} UTC)")
@@ -61,8 +64,10 @@ async def reconcile(ctx: WorkerContext) -> dict[str, int]:
                 failed += 1
                 JobLog(log_path(settings.resolved_data_dir, "builds", build.id)).write(
                     f"===== failed: {message}")
-                if pgid and _worker_dead_here(worker):
-                    kill_group(pgid, signal.SIGKILL)
+                if _worker_dead_here(worker):
+                    if pgid:
+                        kill_group(pgid, signal.SIGKILL)
+                    await asyncio.to_thread(kill_marked, marker)
         await session.commit()
         stale = (await session.execute(
             select(Build.id, Build.queue_key).where(Build.status == JobStatus.queued,
@@ -77,3 +82,16 @@ async def reconcile(ctx: WorkerContext) -> dict[str, int]:
     if failed:
         log.warning("marked %d build(s) failed: worker lost", failed)
     return {"failed": failed, "requeued": requeued}
+
+
+async def reconcile_forever(ctx: WorkerContext, interval: float = INTERVAL) -> None:
+    """The reconciler runs beside arq's job slots, not in one: with every slot busy
+    with a long build, a lost worker must still be noticed within seconds."""
+    while True:
+        try:
+            await reconcile(ctx)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the database may be briefly unreachable
+            log.warning("reconcile failed: %s", exc)
+        await asyncio.sleep(interval)

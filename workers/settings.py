@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 
-from arq import cron, func
+from arq import func
 
 from app.blobs import BlobStore
 from app.db import make_engine, make_sessionmaker
@@ -13,7 +15,7 @@ from app.queue import redis_settings
 from app.settings import get_settings
 from workers.build import run_build
 from workers.context import WorkerContext
-from workers.leases import reconcile
+from workers.leases import reconcile, reconcile_forever
 
 _settings = get_settings()
 
@@ -27,21 +29,28 @@ async def startup(ctx: WorkerContext) -> None:
     ctx["blobs"] = BlobStore(settings.resolved_data_dir / "blobs")
     ctx["worker_name"] = f"{socket.gethostname()}:{os.getpid()}"
     await reconcile(ctx)
+    ctx["reconciler"] = asyncio.create_task(reconcile_forever(ctx))
 
 
 async def shutdown(ctx: WorkerContext) -> None:
+    reconciler = ctx.get("reconciler")
+    if reconciler is not None:
+        reconciler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reconciler
     await ctx["engine"].dispose()
 
 
-async def reconcile_job(ctx: WorkerContext) -> dict[str, int]:
-    return await reconcile(ctx)
+def _job_timeout() -> int:
+    """arq's limit sits above the pipeline's own deadline (workers.job.Job.deadline),
+    so a build that runs too long fails with our message, not arq's."""
+    return _settings.build_timeout + 4 * _settings.command_timeout + 300
 
 
 class WorkerSettings:
-    functions = [func(run_build, name="run_build", timeout=_settings.build_timeout + 600,
-                      max_tries=1)]
-    cron_jobs = [cron(reconcile_job, name="reconcile", second=set(range(0, 60, 5)),
-                      run_at_startup=False, unique=True, timeout=60)]
+    # max_tries only matters when a stopping worker hands a build back (arq runs it
+    # again); a failed build is a result, never retried.
+    functions = [func(run_build, name="run_build", timeout=_job_timeout(), max_tries=100)]
     on_startup = startup
     on_shutdown = shutdown
     redis_settings = redis_settings(_settings.redis_url)

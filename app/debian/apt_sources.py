@@ -188,7 +188,8 @@ class PrivateApt:
         stamp = self.root / "updated.stamp"
         return stamp.exists() and time.time() - stamp.stat().st_mtime < self.max_age
 
-    async def update(self, log: JobLog, timeout: float, force: bool = False) -> None:
+    async def update(self, log: JobLog, timeout: float, force: bool = False,
+                     **run_options) -> None:
         """apt-get update on the private lists, at most once per max_age, one at a time."""
         lock_path = self.root / "update.lock"
         self.root.mkdir(parents=True, exist_ok=True)
@@ -199,7 +200,8 @@ class PrivateApt:
             if not force and not changed and self._lists_fresh():
                 log.write("private apt lists are fresh; no update needed")
                 return
-            result = await run(["apt-get", "update"], log, env=self.env, timeout=timeout)
+            result = await run(["apt-get", "update"], log, env=self.env, timeout=timeout,
+                               **run_options)
             have_lists = any(p.name.endswith(("Sources", "Sources.lz4", "Sources.gz", "Sources.xz"))
                              for p in self.lists.iterdir())
             if not have_lists:
@@ -216,7 +218,7 @@ class PrivateApt:
 
     async def download_source(
         self, name: str, version: str | None, dest: Path, log: JobLog, timeout: float,
-        on_spawn=None,
+        **run_options,
     ) -> Path:
         """Download the .dsc and its files into `dest` (apt verifies their hashes
         against the signed indexes); returns the .dsc path."""
@@ -224,7 +226,7 @@ class PrivateApt:
         spec = f"{name}={version}" if version else name
         result = await run(
             ["apt-get", "source", "--download-only", "--only-source", spec],
-            log, cwd=dest, env=self.env, timeout=timeout, on_spawn=on_spawn,
+            log, cwd=dest, env=self.env, timeout=timeout, **run_options,
         )
         if not result.ok:
             if "Unable to find a source package" in result.output or \

@@ -20,10 +20,12 @@ from tests.integration.helpers import upload_parts, wait_for_status
 
 
 def _slow_source(out: Path, marker: str) -> Path:
-    """A package whose build prints a line every 0.2 s for minutes and leaves a
-    background grandchild (`sleep <marker>`) to prove the whole group is killed."""
+    """A package whose build prints a line every 0.2 s for minutes and leaves two
+    background processes (`sleep <marker>`): one in the build's process group, one that
+    escaped it with setsid (as fakeroot's faked does). Both must die with the build."""
     return make_native_source(out, "cf-slow", "1.0", build_commands=f"""
-        (sleep {marker} &) ; for i in $$(seq 1 1500); do echo "tick $$i"; sleep 0.2; done
+        (sleep {marker} &) ; (setsid sleep {marker} &)
+        for i in $$(seq 1 1500); do echo "tick $$i"; sleep 0.2; done
     """)
 
 
@@ -105,7 +107,7 @@ async def test_cancelling_a_running_build_kills_its_processes_within_5_seconds(
     build_id = (await client.post("/api/v1/builds", files=upload_parts(dsc))).json()["id"]
     worker_process()
     await _wait_log(client, build_id, "tick 3")
-    assert _marker_processes(marker), "the fixture's background process should be running"
+    assert len(_marker_processes(marker)) == 2, "the fixture's two background processes run"
     started = time.monotonic()
     resp = await client.post(f"/api/v1/builds/{build_id}/cancel")
     assert resp.status_code == 202
@@ -156,7 +158,7 @@ async def test_worker_killed_mid_build_is_reported_lost_by_the_next_worker(
     assert _marker_processes(marker) == [], "the lost worker's build processes were left"
 
 
-async def test_worker_stopped_with_sigterm_fails_its_build_and_kills_the_group(
+async def test_worker_stopped_by_ctrl_c_hands_its_build_back_and_the_next_worker_reruns_it(
     client, worker_process, fixtures_dir
 ):
     marker = _marker()
@@ -164,9 +166,27 @@ async def test_worker_stopped_with_sigterm_fails_its_build_and_kills_the_group(
     build_id = (await client.post("/api/v1/builds", files=upload_parts(dsc))).json()["id"]
     worker = worker_process()
     await _wait_log(client, build_id, "tick 3")
+    assert (await client.get(f"/api/v1/builds/{build_id}")).json()["version"] == "1.0+cf1"
+    # Ctrl-C in a terminal, then the supervisor's SIGTERM: two signals in a row.
+    worker.send_signal(signal.SIGINT)
+    await asyncio.sleep(0.05)
     worker.send_signal(signal.SIGTERM)
     worker.wait(20)
     build = (await client.get(f"/api/v1/builds/{build_id}")).json()
-    assert build["status"] == "failed"
-    assert build["error"] == "worker stopped during step build"
+    assert build["status"] == "queued"
+    assert build["error"] is None
     assert _marker_processes(marker) == []
+    log = (await client.get(f"/api/v1/builds/{build_id}/log")).text
+    assert "worker stopped during step build; queued again" in log
+
+    worker_process()
+    await wait_for_status(client, build_id, {"running"}, timeout=30)
+    deadline = time.monotonic() + 30
+    while log.count("===== step 7: build") < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.3)
+        log = (await client.get(f"/api/v1/builds/{build_id}/log")).text
+    assert log.count("===== step 7: build") == 2, "the build did not start over"
+    build = (await client.get(f"/api/v1/builds/{build_id}")).json()
+    assert build["version"] == "1.0+cf1", "a re-run keeps its local version number"
+    await client.post(f"/api/v1/builds/{build_id}/cancel")
+    await wait_for_status(client, build_id, {"cancelled"}, timeout=30)
