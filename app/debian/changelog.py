@@ -3,7 +3,8 @@ packages carry the local version and their changelog says which series made them
 
 from __future__ import annotations
 
-from email.utils import formatdate
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from pathlib import Path
 
 from debian.changelog import Changelog
@@ -26,7 +27,7 @@ def add_entry(changelog_path: Path, version: str, changes: list[str], maintainer
         distributions=cl.distributions,
         urgency="medium",
         author=maintainer,
-        date=formatdate(localtime=False, usegmt=False),
+        date=format_datetime(datetime.now(UTC)),  # RFC 2822 with +0000, as dch writes
         changes=["", *[f"  * {line}" for line in changes], ""],
     )
     changelog_path.write_text(str(cl), encoding="utf-8")

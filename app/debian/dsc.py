@@ -77,6 +77,9 @@ def parse_dsc(data: bytes) -> DscInfo:
             files[name] = DscFile(name, size, sums)
     if not files:
         problems.append(".dsc lists no files (no Checksums-Sha256 or Files field)")
+    # MD5 and SHA-1 alone prove nothing against a tampered file: demand SHA-256.
+    problems += [f"{f.name}: no SHA-256 checksum in the .dsc (Checksums-Sha256)"
+                 for f in files.values() if "sha256" not in f.checksums]
     if problems:
         raise DscError(problems)
     binaries = [b.strip() for b in dsc.get("Binary", "").split(",") if b.strip()]

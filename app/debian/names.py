@@ -7,7 +7,11 @@ import re
 
 from debian.debian_support import Version
 
-PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+PACKAGE_PATTERN = r"^[a-z0-9][a-z0-9+.-]+$"
+VERSION_PATTERN = r"^[0-9:][A-Za-z0-9.+~:-]*$"
+ARCH_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
+MAX_NAME_LENGTH = 200
+PACKAGE_RE = re.compile(PACKAGE_PATTERN)
 _UPSTREAM_RE = re.compile(r"^[0-9][A-Za-z0-9.+~-]*$")
 _UPSTREAM_NO_HYPHEN_RE = re.compile(r"^[0-9][A-Za-z0-9.+~]*$")
 _REVISION_RE = re.compile(r"^[A-Za-z0-9.+~]+$")
@@ -16,6 +20,8 @@ SAFE_FILENAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~:-]*$")
 
 def package_name_problem(name: str) -> str | None:
     """None when `name` is a valid source or binary package name, else the reason."""
+    if len(name) > MAX_NAME_LENGTH:
+        return f"package name is longer than {MAX_NAME_LENGTH} characters"
     if not PACKAGE_RE.fullmatch(name):
         return (
             f"{name!r} is not a valid Debian package name: lower-case letters, digits and "
@@ -26,6 +32,8 @@ def package_name_problem(name: str) -> str | None:
 
 def version_problem(version: str) -> str | None:
     """None when `version` is a valid Debian version ([epoch:]upstream[-revision])."""
+    if len(version) > MAX_NAME_LENGTH:
+        return f"version is longer than {MAX_NAME_LENGTH} characters"
     rest = version
     if ":" in rest:
         epoch, rest = rest.split(":", 1)

@@ -3,6 +3,7 @@ patch's output into a message that names the patch, the file and the hunk."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -41,23 +42,49 @@ def parse_series(text: str) -> list[SeriesEntry]:
     return entries
 
 
+def target_paths(patch_text: str, strip: int = 1) -> list[str]:
+    """The paths a unified or context diff writes, after stripping `strip` components.
+
+    Only real file headers count: '--- ' followed by '+++ ' (unified) or '*** '
+    followed by '--- ' (context); a removed line that happens to start with '-- ' is
+    hunk content, not a header."""
+    lines = patch_text.splitlines()
+    raw: list[str] = []
+    for first, second in itertools.pairwise(lines):
+        if (first.startswith("--- ") and second.startswith("+++ ")) or (
+            first.startswith("*** ") and second.startswith("--- ")
+        ):
+            raw += [first[4:], second[4:]]
+    paths = []
+    for header in raw:
+        path = header.split("\t", 1)[0].strip()
+        if path and path != "/dev/null":
+            paths.append(path)
+    return paths
+
+
+def _stripped(path: str, strip: int) -> tuple[str, ...]:
+    parts = PurePosixPath(path).parts
+    if parts and parts[0] == "/":
+        parts = parts[1:] if strip > 0 else parts
+    return parts[strip:] if len(parts) > strip else parts[-1:]
+
+
 def unsafe_paths(patch_text: str, strip: int = 1) -> list[str]:
-    """Target paths in a unified or context diff that would escape the source tree."""
-    bad: list[str] = []
-    for line in patch_text.splitlines():
-        if not (line.startswith(("--- ", "+++ ", "*** "))):
-            continue
-        path = line[4:].split("\t", 1)[0].strip()
-        if path == "/dev/null" or not path:
-            continue
-        parts = PurePosixPath(path).parts
-        if path.startswith("/") and strip == 0:
-            bad.append(path)
-            continue
-        rest = parts[strip:] if len(parts) > strip else parts[-1:]
-        if ".." in rest or (rest and rest[0] == "/"):
+    """Target paths that would escape the source tree."""
+    bad = []
+    for path in target_paths(patch_text, strip):
+        rest = _stripped(path, strip)
+        if (path.startswith("/") and strip == 0) or ".." in rest or (rest and rest[0] == "/"):
             bad.append(path)
     return sorted(set(bad))
+
+
+def touches_changelog(patch_text: str, strip: int = 1) -> bool:
+    """ClusterForge writes debian/changelog itself (the +cfN entry); a patch that edits
+    it could make the version go backwards."""
+    return any(_stripped(p, strip) == ("debian", "changelog")
+               for p in target_paths(patch_text, strip))
 
 
 def looks_like_patch(patch_text: str) -> bool:

@@ -8,9 +8,11 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 from sqlalchemy import func, select
 
-from app.deps import AdminDep, BlobsDep, SessionDep
+from app.debian.names import ARCH_PATTERN, PACKAGE_PATTERN, VERSION_PATTERN
+from app.deps import MAX_DB_INT, AdminDep, BlobsDep, DbId, Offset, SessionDep
 from app.errors import ApiError, not_found
-from app.models import Artifact
+from app.models import Artifact, ArtifactKind
+from app.models.artifact import ArtifactRole
 from app.schemas.artifact import ArtifactList, ArtifactOut
 from app.services.builds import artifact_out
 
@@ -32,14 +34,14 @@ MEDIA_TYPES = {
 async def list_artifacts(
     session: SessionDep,
     _: AdminDep,
-    package: str | None = None,
-    version: str | None = None,
-    architecture: str | None = None,
-    build: Annotated[int | None, Query(description="Build id")] = None,
-    kind: str | None = None,
-    role: str | None = None,
+    package: Annotated[str | None, Query(pattern=PACKAGE_PATTERN, max_length=200)] = None,
+    version: Annotated[str | None, Query(pattern=VERSION_PATTERN, max_length=220)] = None,
+    architecture: Annotated[str | None, Query(pattern=ARCH_PATTERN, max_length=40)] = None,
+    build: Annotated[int | None, Query(ge=1, le=MAX_DB_INT, description="Build id")] = None,
+    kind: ArtifactKind | None = None,
+    role: ArtifactRole | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> ArtifactList:
     query = select(Artifact)
     for column, value in ((Artifact.package, package), (Artifact.version, version),
@@ -53,7 +55,7 @@ async def list_artifacts(
 
 
 @router.get("/{artifact_id}", response_model=ArtifactOut)
-async def get_artifact(artifact_id: int, session: SessionDep, _: AdminDep) -> ArtifactOut:
+async def get_artifact(artifact_id: DbId, session: SessionDep, _: AdminDep) -> ArtifactOut:
     artifact = await session.get(Artifact, artifact_id)
     if artifact is None:
         raise not_found("artifact", artifact_id)
@@ -62,7 +64,7 @@ async def get_artifact(artifact_id: int, session: SessionDep, _: AdminDep) -> Ar
 
 @router.get("/{artifact_id}/file", response_class=FileResponse,
             responses={200: {"content": {"application/octet-stream": {}}}})
-async def download(artifact_id: int, session: SessionDep, blobs: BlobsDep, _: AdminDep):
+async def download(artifact_id: DbId, session: SessionDep, blobs: BlobsDep, _: AdminDep):
     """The file itself, streamed from the blob store (never read whole into memory)."""
     artifact = await session.get(Artifact, artifact_id)
     if artifact is None:
@@ -71,7 +73,10 @@ async def download(artifact_id: int, session: SessionDep, blobs: BlobsDep, _: Ad
     if not path.is_file():
         raise ApiError(410, "gone", f"the blob of artifact {artifact_id} is no longer stored")
     suffix = "." + artifact.filename.rsplit(".", 1)[-1] if "." in artifact.filename else ""
+    # Names are validated to a safe ASCII set, so the plain filename= form is used:
+    # `curl -OJ` and wget read it, while they ignore the RFC 5987 filename*= form.
     return FileResponse(
         path, media_type=MEDIA_TYPES.get(suffix, "application/octet-stream"),
-        filename=artifact.filename, headers={"X-Checksum-Sha256": artifact.sha256},
+        headers={"X-Checksum-Sha256": artifact.sha256,
+                 "Content-Disposition": f'attachment; filename="{artifact.filename}"'},
     )

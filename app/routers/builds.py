@@ -4,6 +4,7 @@ patch series into binary packages; follow, tail and cancel it."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -12,7 +13,8 @@ from fastapi.responses import PlainTextResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from app.deps import AdminDep, BlobsDep, QueueDep, SessionDep, SettingsDep
+from app.debian.names import PACKAGE_PATTERN
+from app.deps import AdminDep, BlobsDep, DbId, Offset, QueueDep, SessionDep, SettingsDep
 from app.errors import ApiError
 from app.joblog import log_path, read_chunk
 from app.limits import BodyTooLarge
@@ -48,6 +50,32 @@ _OPENAPI_BODY = {
 }
 
 
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+JSON_BODY_LIMIT = 64 * 1024
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    """A build request is small: read at most 64 KiB of JSON, and refuse what does not
+    parse (including pathologically nested input) with a 422."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > JSON_BODY_LIMIT:
+            raise ApiError(413, "payload_too_large",
+                           f"a JSON build request is limited to {JSON_BODY_LIMIT} bytes")
+        chunks.append(chunk)
+    try:
+        fields = json.loads(b"".join(chunks))
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(422, "malformed_body",
+                       f"body is not valid JSON: {str(exc)[:200]}") from exc
+    if not isinstance(fields, dict):
+        raise ApiError(422, "malformed_body", "the JSON body must be an object")
+    return fields
+
+
 def _validate(model: type, data: dict[str, Any], loc: str = "body"):
     try:
         return model.model_validate(data)
@@ -63,7 +91,7 @@ async def _from_multipart(request: Request):
     except BodyTooLarge:
         raise
     except Exception as exc:  # malformed multipart
-        raise ApiError(400, "bad_request", f"malformed multipart body: {exc}") from exc
+        raise ApiError(422, "malformed_body", f"malformed multipart body: {exc}") from exc
     files = [service.UploadedFile(f.filename or "", f.file)
              for f in form.getlist("files") if isinstance(f, UploadFile)]
     patches = [service.UploadedFile(f.filename or "", f.file)
@@ -78,7 +106,11 @@ async def _from_multipart(request: Request):
         if isinstance(value, str) and value.strip():
             fields[key] = value.strip()
     if isinstance(flag := form.get("install_build_deps"), str):
-        fields["install_build_deps"] = flag.strip().lower() in ("1", "true", "yes", "on")
+        value = flag.strip().lower()
+        if value not in _TRUE | _FALSE:
+            raise ApiError(422, "validation_error",
+                           f"install_build_deps must be true or false, not {flag[:40]!r}")
+        fields["install_build_deps"] = value in _TRUE
     if isinstance(dbo := form.get("deb_build_options"), str):
         fields["deb_build_options"] = dbo.split()
     return files, patches, fields
@@ -99,12 +131,7 @@ async def create_build(
     if content_type.startswith("multipart/form-data"):
         files, patches, fields = await _from_multipart(request)
     elif content_type.startswith("application/json"):
-        try:
-            fields = await request.json()
-        except ValueError as exc:
-            raise ApiError(400, "bad_request", f"body is not valid JSON: {exc}") from exc
-        if not isinstance(fields, dict):
-            raise ApiError(422, "validation_error", "the JSON body must be an object")
+        fields = await _json_body(request)
     else:
         raise ApiError(415, "unsupported_media_type",
                        "send application/json (a source by name) or multipart/form-data "
@@ -113,9 +140,10 @@ async def create_build(
     if files:
         await asyncio.to_thread(service.check_names, files, "files")
         info = await asyncio.to_thread(service.verify_upload, files)
-        if "source" in fields and fields["source"] != info.source:
-            raise ApiError(422, "validation_error",
-                           f"source {fields['source']!r} does not match the .dsc ({info.source})")
+        for key, actual in (("source", info.source), ("version", info.version)):
+            if key in fields and fields[key] != actual:
+                raise ApiError(422, "validation_error",
+                               f"{key} {fields[key][:200]!r} does not match the .dsc ({actual})")
         options = _validate(BuildOptions, {k: v for k, v in fields.items()
                                            if k not in ("source", "version", "series")})
         origin, source, version = BuildOrigin.upload, info.source, info.version
@@ -129,11 +157,14 @@ async def create_build(
     await asyncio.to_thread(service.verify_patches, patches)
     service.check_series(settings, source, series)
 
+    # Blobs first, then one short transaction: a 2 GiB upload never holds the
+    # database's write lock while it is copied.
+    inputs = await service.store_blobs(blobs, files, patches)
     build = await service.create_build(
         session, origin=origin, source=source, version=version, series=series,
         patches=[p.filename for p in patches], options=options,
     )
-    await service.store_inputs(session, blobs, build, files, patches)
+    service.add_input_rows(session, build, inputs)
     await session.commit()
     await queue.enqueue("run_build", build_job_id(build.id, build.queue_key), build.id)
     response.headers["Location"] = f"/api/v1/builds/{build.id}"
@@ -143,9 +174,10 @@ async def create_build(
 @router.get("", response_model=BuildList)
 async def list_builds(
     session: SessionDep, _: AdminDep,
-    status: JobStatus | None = None, source: str | None = None,
+    status: JobStatus | None = None,
+    source: Annotated[str | None, Query(pattern=PACKAGE_PATTERN, max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> BuildList:
     rows, total = await service.list_builds(session, status, source, limit, offset)
     return BuildList(items=[await service.build_out(session, b, with_artifacts=False)
@@ -153,7 +185,7 @@ async def list_builds(
 
 
 @router.get("/{build_id}", response_model=BuildOut)
-async def get_build(build_id: int, session: SessionDep, _: AdminDep) -> BuildOut:
+async def get_build(build_id: DbId, session: SessionDep, _: AdminDep) -> BuildOut:
     return await service.build_out(session, await service.get_build(session, build_id))
 
 
@@ -162,23 +194,26 @@ async def get_build(build_id: int, session: SessionDep, _: AdminDep) -> BuildOut
                              "description": "Log text from `offset`; headers X-Next-Offset "
                                             "(pass it back as offset) and X-Build-Status."}})
 async def get_log(
-    build_id: int, session: SessionDep, settings: SettingsDep, _: AdminDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    build_id: DbId, session: SessionDep, settings: SettingsDep, _: AdminDep,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=4 * 1024 * 1024)] = 1024 * 1024,
-) -> PlainTextResponse:
+) -> Response:
     """Tail a build: poll with the X-Next-Offset of the previous answer until
     X-Build-Status is finished and no new text comes."""
     build = await service.get_build(session, build_id)
     path = log_path(settings.resolved_data_dir, "builds", build_id)
     data, next_offset = await asyncio.to_thread(read_chunk, path, offset, limit)
-    return PlainTextResponse(
-        data.decode("utf-8", errors="replace"),
+    # The bytes as stored: X-Next-Offset counts bytes, and a chunk may end inside a
+    # UTF-8 character that the next chunk completes.
+    return Response(
+        data, media_type="text/plain; charset=utf-8",
         headers={"X-Next-Offset": str(next_offset), "X-Build-Status": build.status},
     )
 
 
 @router.post("/{build_id}/cancel", response_model=BuildOut, status_code=202)
-async def cancel(build_id: int, session: SessionDep, _: AdminDep) -> BuildOut:
+async def cancel(build_id: DbId, session: SessionDep, _: AdminDep) -> BuildOut:
     """Cancel a queued or running build; its whole process group is killed."""
     build = await service.cancel_build(session, build_id)
+    await session.commit()  # before the answer: a 202 means the request is recorded
     return await service.build_out(session, build)

@@ -27,6 +27,12 @@ class BuildOptions(BaseModel):
         max_length=20,
     )
 
+    @field_validator("deb_build_options", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        """Accept "nocheck parallel=4" as well as ["nocheck", "parallel=4"]."""
+        return value.split() if isinstance(value, str) else value
+
     @field_validator("deb_build_options")
     @classmethod
     def _tokens(cls, value: list[str]) -> list[str]:

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.blobs import BlobStore
 from app.debian.dsc import DscError, DscInfo, parse_dsc
 from app.debian.names import filename_problem
-from app.debian.patches import SeriesError, looks_like_patch, unsafe_paths
+from app.debian.patches import SeriesError, looks_like_patch, touches_changelog, unsafe_paths
 from app.errors import ApiError, not_found
 from app.models import Artifact, ArtifactKind, Build, JobStatus
 from app.models.artifact import ArtifactRole
@@ -110,6 +110,9 @@ def verify_patches(patches: list[UploadedFile]) -> None:
             problems.append(f"{p.filename}: not a unified or context diff")
         elif bad := unsafe_paths(text):
             problems.append(f"{p.filename}: writes outside the source tree: {', '.join(bad)}")
+        elif touches_changelog(text):
+            problems.append(f"{p.filename}: edits debian/changelog, which ClusterForge "
+                            "writes itself (the +cfN entry); drop that part of the patch")
     if problems:
         raise ApiError(422, "invalid_patch", problems[0], {"problems": problems})
 
@@ -132,19 +135,32 @@ def _kind_for(filename: str) -> ArtifactKind:
     return ArtifactKind.source
 
 
-async def store_inputs(
-    session: AsyncSession, blobs: BlobStore, build: Build,
-    files: list[UploadedFile], patches: list[UploadedFile],
-) -> None:
-    for position, (kind_of, group) in enumerate(((None, files), (ArtifactKind.patch, patches))):
-        for index, up in enumerate(group):
+@dataclass
+class StoredInput:
+    filename: str
+    kind: ArtifactKind
+    sha256: str
+    size: int
+
+
+async def store_blobs(
+    blobs: BlobStore, files: list[UploadedFile], patches: list[UploadedFile]
+) -> list[StoredInput]:
+    """Copy verified uploads into the blob store (outside any DB transaction)."""
+    stored = []
+    for group, kind in ((files, None), (patches, ArtifactKind.patch)):
+        for up in group:
             up.file.seek(0)
             sha, size = await asyncio.to_thread(blobs.put_stream, up.file)
-            session.add(Artifact(
-                build_id=build.id, role=ArtifactRole.input, position=position * 1000 + index,
-                kind=kind_of or _kind_for(up.filename), filename=up.filename, sha256=sha,
-                size=size,
-            ))
+            stored.append(StoredInput(up.filename, kind or _kind_for(up.filename), sha, size))
+    return stored
+
+
+def add_input_rows(session: AsyncSession, build: Build, inputs: list[StoredInput]) -> None:
+    for position, item in enumerate(inputs):
+        session.add(Artifact(
+            build_id=build.id, role=ArtifactRole.input, position=position, kind=item.kind,
+            filename=item.filename, sha256=item.sha256, size=item.size))
 
 
 async def create_build(
@@ -216,24 +232,24 @@ async def list_builds(
 
 async def cancel_build(session: AsyncSession, build_id: int) -> Build:
     """Queued: cancelled at once. Running: flagged; the worker's lease keeper sees the
-    flag within a second and kills the build's process group."""
+    flag within a second and kills the build's processes. Each UPDATE is guarded by the
+    status it expects, so a worker claiming the build meanwhile cannot lose the cancel."""
     build = await get_build(session, build_id)
     now = datetime.now(UTC)
-    if build.status == JobStatus.queued:
-        await session.execute(
-            update(Build).where(Build.id == build_id, Build.status == JobStatus.queued)
-            .values(status=JobStatus.cancelled, finished_at=now, cancel_requested=True,
-                    error="cancelled before it started")
-        )
-    elif build.status == JobStatus.running:
-        await session.execute(
-            update(Build).where(Build.id == build_id).values(cancel_requested=True)
-        )
-    else:
-        raise ApiError(409, "conflict", f"build {build_id} is already {build.status}",
-                       {"status": build.status})
+    result = await session.execute(
+        update(Build).where(Build.id == build_id, Build.status == JobStatus.queued)
+        .values(status=JobStatus.cancelled, finished_at=now, cancel_requested=True,
+                error="cancelled before it started"))
+    if result.rowcount == 0:
+        result = await session.execute(
+            update(Build).where(Build.id == build_id, Build.status == JobStatus.running)
+            .values(cancel_requested=True))
     await session.flush()
     await session.refresh(build)
+    if result.rowcount == 0:
+        raise ApiError(409, "conflict",
+                       f"build {build_id} has already finished ({build.status})",
+                       {"status": build.status})
     return build
 
 

@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.debian.names import PACKAGE_RE
-from app.debian.patches import SeriesEntry, SeriesError, parse_series, unsafe_paths
+from app.debian.patches import (
+    SeriesEntry,
+    SeriesError,
+    parse_series,
+    touches_changelog,
+    unsafe_paths,
+)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -59,9 +65,12 @@ def load_series(root: Path, source: str, name: str) -> Series:
         patch = path / entry.name
         if not patch.is_file():
             raise SeriesError(f"series {source}/{name} lists {entry.name}, which is missing")
-        bad = unsafe_paths(patch.read_text(errors="replace"), entry.strip)
-        if bad:
+        text = patch.read_text(errors="replace")
+        if bad := unsafe_paths(text, entry.strip):
             raise SeriesError(f"{entry.name} writes outside the source tree: {', '.join(bad)}")
+        if touches_changelog(text, entry.strip):
+            raise SeriesError(f"{entry.name} edits debian/changelog, which ClusterForge "
+                              "writes itself")
     readme = (path / "README.md").read_text() if (path / "README.md").is_file() else ""
     return Series(source, name, path, entries, readme)
 

@@ -63,6 +63,9 @@ async def test_invalid_version_and_series_names_get_422(client):
     assert "version" in resp.json()["error"]["message"]
     resp = await client.post("/api/v1/builds", json={"source": "watchdog", "series": "../x"})
     assert resp.status_code == 422
+    assert resp.json()["error"]["code"] == "validation_error"
+    problems = resp.json()["error"]["details"]["problems"]
+    assert ["body", "series"] in [p["location"] for p in problems]
 
 
 async def test_unknown_series_gets_422_naming_it(client):
@@ -72,14 +75,50 @@ async def test_unknown_series_gets_422_naming_it(client):
     assert "watchdog/nope" in resp.json()["error"]["message"]
 
 
-async def test_body_that_is_not_json_gets_400_and_wrong_type_415(client):
-    resp = await client.post("/api/v1/builds", content=b"{nope",
-                             headers={"content-type": "application/json"})
-    assert resp.status_code == 400
-    assert resp.json()["error"]["code"] == "bad_request"
+async def test_malformed_bodies_get_422_and_wrong_type_415(client):
+    for body in (b"{nope", b"[" * 60_000, b'{"a":' * 12_000, b"[1, 2]"):
+        resp = await client.post("/api/v1/builds", content=body,
+                                 headers={"content-type": "application/json"})
+        assert resp.status_code == 422, body[:20]
+        assert resp.json()["error"]["code"] == "malformed_body"
+    resp = await client.post("/api/v1/builds", content=b"--zz\r\nnot multipart at all",
+                             headers={"content-type": "multipart/form-data; boundary=zz"})
+    assert resp.status_code == 422
+    assert resp.json()["error"]["code"] == "malformed_body"
     resp = await client.post("/api/v1/builds", content=b"x",
                              headers={"content-type": "text/plain"})
     assert resp.status_code == 415
+    big = b'{"source": "' + b"a" * 70_000 + b'"}'
+    resp = await client.post("/api/v1/builds", content=big,
+                             headers={"content-type": "application/json"})
+    assert resp.status_code == 413
+
+
+async def test_ids_offsets_and_filters_out_of_range_get_422_not_500(client):
+    huge = str(2**63)
+    for path in (f"/api/v1/builds/{huge}", "/api/v1/builds/2147483648",
+                 f"/api/v1/artifacts/{huge}", f"/api/v1/artifacts/{huge}/file",
+                 f"/api/v1/builds/{huge}/log", "/api/v1/builds/0",
+                 f"/api/v1/builds?offset={huge}", f"/api/v1/artifacts?offset={huge}",
+                 f"/api/v1/artifacts?build={huge}", "/api/v1/builds?source=a%00b",
+                 "/api/v1/artifacts?package=a%00b", "/api/v1/artifacts?kind=bogus",
+                 "/api/v1/artifacts?kind=%00", "/api/v1/artifacts?version=1.0%00",
+                 "/api/v1/artifacts?architecture=AMD64", "/api/v1/builds?status=bogus"):
+        resp = await client.get(path)
+        assert resp.status_code == 422, (path, resp.status_code, resp.text[:200])
+        assert resp.json()["error"]["code"] == "validation_error"
+    resp = await client.post(f"/api/v1/builds/{huge}/cancel")
+    assert resp.status_code == 422
+
+
+async def test_deb_build_options_take_a_list_or_a_space_separated_string(client):
+    resp = await client.post("/api/v1/builds", json={
+        "source": "cf-not-fetched", "deb_build_options": "nocheck parallel=2"})
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["options"]["deb_build_options"] == ["nocheck", "parallel=2"]
+    resp = await client.post("/api/v1/builds", json={
+        "source": "cf-not-fetched", "deb_build_options": ["nocheck", "rm -rf /"]})
+    assert resp.status_code == 422
 
 
 async def test_unknown_ids_get_404_in_the_error_shape(client):

@@ -65,6 +65,8 @@ async def test_file_names_with_slash_or_dotdot_are_refused(client, settings, fix
     resp = await client.post("/api/v1/builds",
                              files=upload_parts(dsc, [patch], names={"fix.patch": "../fix.patch"}))
     assert resp.status_code == 422
+    assert resp.json()["error"]["code"] == "invalid_file_name"
+    assert "../fix.patch" in resp.json()["error"]["message"]
     await _nothing_stored_or_queued(client, settings)
 
 
@@ -144,3 +146,48 @@ async def test_source_name_not_in_apt_sources_fails_with_a_clear_message(client,
     assert build["status"] == "failed"
     assert build["step"] == "fetch"
     assert "cf-no-such-source-package was not found in the apt sources" in build["error"]
+
+
+async def test_patch_editing_debian_changelog_is_refused(client, settings, fixtures_dir):
+    dsc = make_native_source(fixtures_dir, "cf-chlog", "1.0")
+    patch = fixtures_dir / "bump.patch"
+    patch.write_text("--- a/debian/changelog\n+++ b/debian/changelog\n@@ -1 +1 @@\n"
+                     "-cf-chlog (1.0) bookworm; urgency=medium\n"
+                     "+cf-chlog (9.0) bookworm; urgency=medium\n")
+    resp = await client.post("/api/v1/builds", files=upload_parts(dsc, [patch]))
+    assert resp.status_code == 422
+    assert "debian/changelog" in resp.json()["error"]["message"]
+    await _nothing_stored_or_queued(client, settings)
+
+
+async def test_dsc_with_overlong_fields_or_without_sha256_is_refused(
+    client, settings, fixtures_dir
+):
+    dsc = make_native_source(fixtures_dir, "cf-long", "1.0")
+    text = dsc.read_text()
+    long_source = text.replace("Source: cf-long", "Source: " + "a" * 300)
+    resp = await client.post("/api/v1/builds", files=[("files", (dsc.name, long_source.encode()))])
+    assert resp.status_code == 422
+    assert "longer than" in resp.json()["error"]["message"]
+    md5_only = "\n".join(
+        ln for ln in text.replace("\nChecksums-Sha256:", "\nX-Dropped:").splitlines())
+    resp = await client.post("/api/v1/builds",
+                             files=[("files", (dsc.name, md5_only.encode())),
+                                    *upload_parts(dsc)[1:]])
+    assert resp.status_code == 422
+    assert "SHA-256" in resp.json()["error"]["message"]
+    await _nothing_stored_or_queued(client, settings)
+
+
+async def test_multipart_fields_that_contradict_the_dsc_or_are_garbage_get_422(
+    client, settings, fixtures_dir
+):
+    dsc = make_native_source(fixtures_dir, "cf-fields", "1.0")
+    resp = await client.post("/api/v1/builds", files=upload_parts(dsc), data={"version": "2.0"})
+    assert resp.status_code == 422
+    assert "does not match the .dsc" in resp.json()["error"]["message"]
+    resp = await client.post("/api/v1/builds", files=upload_parts(dsc),
+                             data={"install_build_deps": "perhaps"})
+    assert resp.status_code == 422
+    assert "install_build_deps" in resp.json()["error"]["message"]
+    await _nothing_stored_or_queued(client, settings)

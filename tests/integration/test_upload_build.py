@@ -48,6 +48,10 @@ async def test_uploaded_native_package_builds_and_serves_its_deb(
     assert hashlib.sha256(download.content).hexdigest() == deb["sha256"]
     assert len(download.content) == deb["size"]
     assert download.content.startswith(b"!<arch>\ndebian-binary")
+    # a plain filename= that `curl -OJ` and wget understand
+    assert download.headers["content-disposition"] == \
+        'attachment; filename="cf-hello_1.0+cf1_all.deb"'
+    assert download.headers["x-checksum-sha256"] == deb["sha256"]
 
     by_build = (await client.get("/api/v1/artifacts", params={"build": build["id"],
                                                              "kind": "deb"})).json()
