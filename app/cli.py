@@ -41,6 +41,22 @@ async def redis_answers(url: str, timeout: float = 1.0) -> bool:
             await writer.wait_closed()
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Children get SIGTERM when `clusterforge run` dies, even by SIGKILL (Linux)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+async def _spawn(*argv: str, **kwargs) -> asyncio.subprocess.Process:
+    """A supervised child in its own session: Ctrl-C reaches only the supervisor, which
+    stops each child with exactly one SIGTERM (a second signal would force uvicorn and
+    arq to skip their graceful shutdown)."""
+    return await asyncio.create_subprocess_exec(
+        *argv, start_new_session=True, preexec_fn=_die_with_parent, **kwargs)
+
+
 async def start_private_redis(settings: Settings) -> asyncio.subprocess.Process | None:
     """Start redis-server for REDIS_URL's port on loopback, data in <data>/redis."""
     parsed = urlparse(settings.redis_url)
@@ -55,7 +71,7 @@ async def start_private_redis(settings: Settings) -> asyncio.subprocess.Process 
         return None
     rdir = settings.resolved_data_dir / "redis"
     rdir.mkdir(parents=True, exist_ok=True)
-    proc = await asyncio.create_subprocess_exec(
+    proc = await _spawn(
         binary, "--bind", "127.0.0.1", "--port", str(parsed.port or 6379), "--dir", str(rdir),
         "--save", "", "--appendonly", "no", "--logfile", str(rdir / "redis.log"),
         stdin=asyncio.subprocess.DEVNULL)
@@ -90,7 +106,10 @@ async def _stop(procs: list[asyncio.subprocess.Process], grace: float = 10.0) ->
 async def run_service(settings: Settings) -> int:
     settings.ensure_dirs()
     redis_proc = None
-    if not await redis_answers(settings.redis_url):
+    if await redis_answers(settings.redis_url):
+        print(f"using the Redis that answers at {settings.redis_url} "
+              f"(queue {settings.resolved_queue_name})", file=sys.stderr)
+    else:
         redis_proc = await start_private_redis(settings)
         if redis_proc is None:
             return 1
@@ -98,7 +117,7 @@ async def run_service(settings: Settings) -> int:
     env = dict(os.environ)
     env.setdefault("CLUSTERFORGE_DATA", str(settings.resolved_data_dir))
     env["PYTHONPATH"] = str(PROJECT_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    migrate = await asyncio.create_subprocess_exec(
+    migrate = await _spawn(
         str(bindir / "alembic"), "-c", str(PROJECT_ROOT / "alembic.ini"), "upgrade", "head",
         env=env, cwd=PROJECT_ROOT)
     if await migrate.wait() != 0:
@@ -106,10 +125,10 @@ async def run_service(settings: Settings) -> int:
         if redis_proc:
             await _stop([redis_proc])
         return 1
-    api = await asyncio.create_subprocess_exec(
+    api = await _spawn(
         str(bindir / "uvicorn"), "app.main:app", "--host", settings.host,
         "--port", str(settings.port), env=env, cwd=PROJECT_ROOT)
-    worker = await asyncio.create_subprocess_exec(
+    worker = await _spawn(
         str(bindir / "arq"), "workers.settings.WorkerSettings", env=env, cwd=PROJECT_ROOT)
     children = [api, worker]
     print(f"ClusterForge API on http://{settings.host}:{settings.port}/api/v1 "
@@ -133,12 +152,23 @@ async def run_service(settings: Settings) -> int:
     return code
 
 
+class CliError(RuntimeError):
+    pass
+
+
 async def create_admin_token(name: str) -> str:
     from app.auth import create_token
     from app.db import make_engine, make_sessionmaker
     from app.models import TokenKind
 
-    engine = make_engine(get_settings().resolved_database_url)
+    settings = get_settings()
+    url = settings.resolved_database_url
+    if url.startswith("sqlite") and not (settings.resolved_data_dir / "db.sqlite3").is_file():
+        raise CliError(
+            f"no ClusterForge database in {settings.resolved_data_dir}: run this where you "
+            "run `make run` (the data directory is ./var by default), or set "
+            "CLUSTERFORGE_DATA / DATABASE_URL as the service has them")
+    engine = make_engine(url)
     try:
         async with make_sessionmaker(engine)() as session:
             token = await create_token(session, TokenKind.admin, name)
@@ -167,7 +197,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         return asyncio.run(run_service(get_settings()))
     if args.command == "create-admin-token":
-        print(asyncio.run(create_admin_token(args.name)))
+        try:
+            print(asyncio.run(create_admin_token(args.name)))
+        except CliError as exc:
+            print(f"clusterforge: {exc}", file=sys.stderr)
+            return 1
+        except Exception as exc:  # e.g. a database that is not migrated
+            print(f"clusterforge: could not create a token: {type(exc).__name__}: {exc}"[:500],
+                  file=sys.stderr)
+            return 1
         return 0
     export_openapi(Path(args.path))
     return 0

@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.blobs = BlobStore(settings.resolved_data_dir / "blobs")
-        app.state.queue = Queue(settings.redis_url, settings.queue_name)
+        app.state.queue = Queue(settings.redis_url, settings.resolved_queue_name)
         token = await bootstrap_admin_token(app.state.sessionmaker, settings.admin_token)
         if token:
             print_first_token(token)

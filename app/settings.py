@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,7 +30,7 @@ class Settings(BaseSettings):
         default="redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("REDIS_URL", "CLUSTERFORGE_REDIS_URL", "redis_url"),
     )
-    queue_name: str = "clusterforge:queue"
+    queue_name: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     admin_token: str | None = None
@@ -59,11 +61,37 @@ class Settings(BaseSettings):
             return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
         return url
 
+    @property
+    def resolved_queue_name(self) -> str:
+        """CLUSTERFORGE_QUEUE_NAME, or one derived from this installation's id (kept in
+        the data directory, which API and workers share anyway): two installations
+        using one Redis never take each other's jobs."""
+        if self.queue_name:
+            return self.queue_name
+        return f"clusterforge:{installation_id(self.resolved_data_dir)[:12]}:queue"
+
     def ensure_dirs(self) -> None:
         """Create the data directory tree described in DESIGN.md."""
         root = self.resolved_data_dir
         for sub in ("blobs/sha256", "blobs/tmp", "logs/builds", "work", "apt"):
             (root / sub).mkdir(parents=True, exist_ok=True)
+
+
+def installation_id(data_dir: Path) -> str:
+    """A random id made once per data directory (O_EXCL: the first process wins)."""
+    path = data_dir / "installation-id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(uuid.uuid4().hex + "\n")
+    return path.read_text().strip()
 
 
 @lru_cache

@@ -141,7 +141,7 @@ def settings_env(s: Settings) -> dict[str, str]:
         "CLUSTERFORGE_DATA": str(s.data_dir),
         "DATABASE_URL": s.resolved_database_url,
         "REDIS_URL": s.redis_url,
-        "CLUSTERFORGE_QUEUE_NAME": s.queue_name,
+        "CLUSTERFORGE_QUEUE_NAME": s.resolved_queue_name,
         "CLUSTERFORGE_ADMIN_TOKEN": s.admin_token or "",
         "CLUSTERFORGE_LEASE_SECONDS": str(s.lease_seconds),
         "CLUSTERFORGE_MAX_UPLOAD_BYTES": str(s.max_upload_bytes),
@@ -183,7 +183,7 @@ def run_worker(settings: Settings):
         worker = Worker(
             functions=WorkerSettings.functions,
             redis_settings=redis_settings(settings.redis_url),
-            queue_name=settings.queue_name,
+            queue_name=settings.resolved_queue_name,
             on_startup=WorkerSettings.on_startup,
             on_shutdown=WorkerSettings.on_shutdown,
             ctx={"settings": settings},

@@ -54,7 +54,7 @@ class WorkerSettings:
     on_startup = startup
     on_shutdown = shutdown
     redis_settings = redis_settings(_settings.redis_url)
-    queue_name = _settings.queue_name
+    queue_name = _settings.resolved_queue_name
     max_jobs = _settings.worker_concurrency
     keep_result = 3600
     health_check_interval = 30

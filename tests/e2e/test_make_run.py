@@ -33,6 +33,20 @@ def _wait(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _processes_with_env(needle: str) -> list[int]:
+    """Pids whose environment holds `needle` (the API, worker and Redis we started)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if needle.encode() in environ:
+                found.append(int(entry.name))
+    return found
+
+
 def _healthy(base: str) -> bool:
     try:
         return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
@@ -76,6 +90,19 @@ def test_make_run_serves_builds_and_ctrl_c_stops_everything(tmp_path: Path):
         build = _wait(finished, 120, "the build")
         assert build["status"] == "succeeded", build
         assert build["version"] == "2.0+cf1"
+
+        cli = str(PROJECT_ROOT / ".venv" / "bin" / "clusterforge")
+        made = subprocess.run([cli, "create-admin-token", "--name", "ops"], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert made.returncode == 0, made.stderr
+        ops = {"Authorization": f"Bearer {made.stdout.strip()}"}
+        assert httpx.get(f"{base}/api/v1/builds", headers=ops, timeout=10).status_code == 200
+        elsewhere = subprocess.run(
+            [cli, "create-admin-token"], env={**env, "CLUSTERFORGE_DATA": str(tmp_path / "x")},
+            capture_output=True, text=True, timeout=60)
+        assert elsewhere.returncode == 1
+        assert "no ClusterForge database" in elsewhere.stderr
+        assert "Traceback" not in elsewhere.stderr
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         try:
@@ -86,8 +113,7 @@ def test_make_run_serves_builds_and_ctrl_c_stops_everything(tmp_path: Path):
     assert "ClusterForge stopped" in output.read_text()
     assert not _healthy(base)
     assert not asyncio.run(redis_answers(f"redis://127.0.0.1:{redis_port}/0"))
-    leftover = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True)
-    assert leftover.stdout.strip() == "", f"processes left behind: {leftover.stdout}"
+    assert _processes_with_env(f"CLUSTERFORGE_DATA={data}") == [], "processes left behind"
 
     # A second start prints no new token: it was shown once.
     with output.open("wb") as out:

@@ -20,7 +20,7 @@ async def _nothing_stored_or_queued(client, settings) -> None:
     assert blobs == []
     pool = await create_pool(redis_settings(settings.redis_url))
     try:
-        assert await pool.zcard(settings.queue_name) == 0
+        assert await pool.zcard(settings.resolved_queue_name) == 0
     finally:
         await pool.aclose()
 

@@ -12,7 +12,7 @@ import pytest
 from app.debian.changelog import add_entry, read_top
 from app.debian.local_version import local_version, strip_local
 from app.debian.names import compare_versions
-from tests.conftest import require_tools
+from tests.conftest import require, require_tools
 
 CHANGELOG = """\
 pacemaker (2.1.5-1) bookworm; urgency=medium
@@ -82,8 +82,7 @@ def test_add_entry_twice_stacks_entries(changelog: Path) -> None:
 
 def test_add_entry_on_changelog_of_an_installed_package(tmp_path: Path) -> None:
     found = sorted(Path("/usr/share/doc").glob("*/changelog.Debian.gz"))
-    if not found:
-        pytest.skip("no changelog.Debian.gz installed on this host")
+    require(bool(found), "an installed package's /usr/share/doc/*/changelog.Debian.gz")
     path = tmp_path / "changelog"
     path.write_bytes(gzip.decompress(found[0].read_bytes()))
     package, version, distribution = read_top(path)
