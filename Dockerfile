@@ -15,13 +15,13 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/clusterforge
-COPY pyproject.toml README.md alembic.ini ./
+COPY pyproject.toml constraints.txt README.md alembic.ini ./
 COPY app ./app
 COPY workers ./workers
 COPY migrations ./migrations
 COPY patches ./patches
 COPY openapi ./openapi
-RUN python3 -m venv .venv && .venv/bin/pip install --no-cache-dir .
+RUN python3 -m venv .venv && .venv/bin/pip install --no-cache-dir -c constraints.txt .
 
 VOLUME ["/var/lib/clusterforge"]
 EXPOSE 8000

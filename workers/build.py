@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 from pathlib import Path
 
 from sqlalchemy import func, select, update
@@ -103,7 +104,8 @@ class BuildPipeline:
             await asyncio.to_thread(self.blobs.copy_to, a.sha256, target)
             self.job.log.write(f"input {a.filename} ({a.size} bytes, sha256 {a.sha256})")
         if self.build.origin == BuildOrigin.apt:
-            apt = PrivateApt(self.settings.resolved_data_dir / "apt",
+            # Per host: each worker host derives it from its own /etc/apt.
+            apt = PrivateApt(self.settings.resolved_data_dir / "apt" / socket.gethostname(),
                              max_age=self.settings.apt_update_interval)
             try:
                 await apt.update(self.job.log, self.settings.command_timeout,

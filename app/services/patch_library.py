@@ -52,6 +52,19 @@ def _dep3_description(text: str) -> str | None:
     return None
 
 
+def _not_found_message(root: Path, source: str, name: str) -> str:
+    """Point at what is wrong: the source name (a typo?) or the series name."""
+    def names(d: Path) -> list[str]:
+        return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
+
+    if not (root / source).is_dir():
+        known = ", ".join(names(root)) or "none"
+        return (f"no patch series {source}/{name}: the library has no series for source "
+                f"{source!r} (sources with series: {known})")
+    available = ", ".join(names(root / source)) or "none"
+    return f"no patch series {source}/{name} (series for {source}: {available})"
+
+
 def load_series(root: Path, source: str, name: str) -> Series:
     """A series, checked: every listed patch exists and stays inside the source tree."""
     if not PACKAGE_RE.fullmatch(source) or not _NAME_RE.fullmatch(name):
@@ -59,7 +72,7 @@ def load_series(root: Path, source: str, name: str) -> Series:
     path = root / source / name
     series_file = path / "series"
     if not series_file.is_file():
-        raise SeriesNotFound(f"no patch series {source}/{name} in the library")
+        raise SeriesNotFound(_not_found_message(root, source, name))
     entries = parse_series(series_file.read_text())
     for entry in entries:
         patch = path / entry.name

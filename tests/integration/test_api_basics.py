@@ -73,6 +73,11 @@ async def test_unknown_series_gets_422_naming_it(client):
     assert resp.status_code == 422
     assert resp.json()["error"]["code"] == "unknown_series"
     assert "watchdog/nope" in resp.json()["error"]["message"]
+    assert "series for watchdog: cluster-selffence" in resp.json()["error"]["message"]
+    typo = await client.post("/api/v1/builds",
+                             json={"source": "watchdgo", "series": "cluster-selffence"})
+    assert "no series for source 'watchdgo'" in typo.json()["error"]["message"]
+    assert "sources with series: watchdog" in typo.json()["error"]["message"]
 
 
 async def test_malformed_bodies_get_422_and_wrong_type_415(client):
