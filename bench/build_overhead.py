@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir.mkdir()
     service = Service(data_dir)
     patches = series_patches()
-    apt_conf = data_dir / "apt" / "apt.conf"
+    apt_conf = data_dir / "apt" / socket.gethostname() / "apt.conf"  # per worker host
     plain: list[Timing] = []
     served: list[Timing] = []
     failed = False
