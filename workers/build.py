@@ -86,8 +86,12 @@ class BuildPipeline:
             async with job.step("store"):
                 await self.store()
         finally:
-            await asyncio.shield(self.store_log())
             await asyncio.to_thread(shutil.rmtree, self.work, True)
+
+    async def after_finish(self, status: str) -> None:
+        """Called by Job once the final state is written (not when a stopping worker
+        hands the build back): the stored log is then the complete one."""
+        await self.store_log()
 
     async def fetch(self) -> None:
         await asyncio.to_thread(shutil.rmtree, self.work, True)
@@ -179,14 +183,16 @@ class BuildPipeline:
         if not self.patch_files:
             self.job.log.write("no patches to apply")
         for label, path, strip in self.patch_files:
-            argv = ["patch", f"-p{strip}", "--batch", "--forward", "--no-backup-if-mismatch",
-                    "--reject-file=-", "-i", str(path)]
+            # --fuzz=0: as strict as dpkg-source and quilt, so a series that builds here
+            # also applies with Debian's own tools.
+            argv = ["patch", f"-p{strip}", "--batch", "--forward", "--fuzz=0",
+                    "--no-backup-if-mismatch", "--reject-file=-", "-i", str(path)]
             dry = await self.cmd([*argv, "--dry-run"], cwd=self.tree)
             if not dry.ok:
-                raise StepFailed(describe_failure(label, dry.output))
+                raise StepFailed(describe_failure(label, dry.output, strip))
             applied = await self.cmd(argv, cwd=self.tree)
             if not applied.ok:
-                raise StepFailed(describe_failure(label, applied.output))
+                raise StepFailed(describe_failure(label, applied.output, strip))
 
     async def _allocate_number(self) -> int:
         """The next +cfN for this source and version: numbers only go up, and the

@@ -201,6 +201,9 @@ class Job:
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
         await self._surely(self.finish(status, error))
+        after = getattr(pipeline, "after_finish", None)
+        if after is not None:
+            await self._surely(after(str(status)))
         return str(status)
 
 

@@ -19,7 +19,9 @@ from app.proc import kill_group, kill_marked
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
-REQUEUE_AFTER = timedelta(seconds=30)
+# Long enough that the API has enqueued a build it just committed; short enough that a
+# build Redis lost (a restarted private Redis keeps nothing) waits seconds, not minutes.
+REQUEUE_AFTER = timedelta(seconds=10)
 INTERVAL = 5.0
 
 

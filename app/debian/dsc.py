@@ -11,6 +11,7 @@ from debian.deb822 import Dsc
 
 from app.debian.names import filename_problem, package_name_problem, version_problem
 
+_NAMES = {"sha256": "SHA-256", "sha1": "SHA-1", "md5sum": "MD5"}
 _HASH_FIELDS = (("Checksums-Sha256", "sha256"), ("Checksums-Sha1", "sha1"), ("Files", "md5sum"))
 
 
@@ -114,7 +115,8 @@ def verify_files(info: DscInfo, directory: Path, dsc_name: str | None = None) ->
         for algo, expected in f.checksums.items():
             if actual[algo] != expected:
                 problems.append(
-                    f"{f.name}: {algo} {actual[algo]} does not match the .dsc ({expected})"
+                    f"{f.name}: {_NAMES[algo]} {actual[algo]} does not match the .dsc "
+                    f"({expected})"
                 )
     listed = {f.name for f in info.files}
     for path in sorted(directory.iterdir()):

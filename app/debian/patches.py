@@ -97,8 +97,9 @@ _HUNK_FAILED_RE = re.compile(r"^Hunk #(\d+) FAILED at (\d+)")
 _NO_FILE_RE = re.compile(r"^\|(?:---|\+\+\+|\*\*\*) (\S+)")
 
 
-def describe_failure(patch_name: str, output: str) -> str:
-    """One sentence naming the patch, the file and the hunk(s) GNU patch refused."""
+def describe_failure(patch_name: str, output: str, strip: int = 1) -> str:
+    """One sentence naming the patch, the file and the hunk(s) GNU patch refused
+    (file names as they are in the source tree, i.e. after stripping -pN)."""
     current: str | None = None
     failures: list[str] = []
     lines = output.splitlines()
@@ -112,6 +113,8 @@ def describe_failure(patch_name: str, output: str) -> str:
                 (mm.group(1) for ln in lines[i + 1 : i + 10] if (mm := _NO_FILE_RE.match(ln))),
                 "?",
             )
+            if target != "?":
+                target = "/".join(PurePosixPath(target).parts[strip:]) or target
             failures.append(f"file {target}: not found in the source tree (all hunks)")
         elif line.startswith("Reversed (or previously applied) patch detected"):
             failures.append(f"file {current}: already applied or reversed (all hunks)")

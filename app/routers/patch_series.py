@@ -7,19 +7,20 @@ from fastapi import APIRouter
 from app.debian.patches import SeriesError
 from app.deps import AdminDep, SettingsDep
 from app.errors import ApiError
-from app.schemas.patch_series import PatchOut, SeriesDetail, SeriesSummary
+from app.schemas.patch_series import PatchOut, SeriesDetail, SeriesList, SeriesSummary
 from app.services.patch_library import SeriesNotFound, list_series, load_series, patch_details
 
 router = APIRouter(prefix="/patch-series", tags=["patch-series"])
 
 
-@router.get("", response_model=list[SeriesSummary])
-async def list_all(settings: SettingsDep, _: AdminDep) -> list[SeriesSummary]:
-    return [
+@router.get("", response_model=SeriesList)
+async def list_all(settings: SettingsDep, _: AdminDep) -> SeriesList:
+    items = [
         SeriesSummary(source=s.source, name=s.name, title=s.title,
                       patches=[e.name for e in s.entries])
         for s in list_series(settings.patches_dir)
     ]
+    return SeriesList(items=items, total=len(items))
 
 
 @router.get("/{source}/{name}", response_model=SeriesDetail)

@@ -20,6 +20,11 @@ class SeriesSummary(BaseModel):
     patches: list[str]
 
 
+class SeriesList(BaseModel):
+    items: list[SeriesSummary]
+    total: int
+
+
 class SeriesDetail(SeriesSummary):
     readme: str
     patch_details: list[PatchOut]

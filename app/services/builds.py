@@ -26,6 +26,7 @@ from app.services.patch_library import SeriesNotFound, load_series
 from app.settings import Settings
 
 MAX_PATCH_BYTES = 32 * 1024 * 1024
+ALGO_NAMES = {"sha256": "SHA-256", "sha1": "SHA-1", "md5sum": "MD5"}
 
 
 @dataclass
@@ -86,7 +87,8 @@ def verify_upload(files: list[UploadedFile]) -> DscInfo:
             continue
         for algo, expected in listed.checksums.items():
             if digests[algo] != expected:
-                problems.append(f"{listed.name}: {algo} checksum does not match the .dsc")
+                problems.append(f"{listed.name}: {ALGO_NAMES[algo]} checksum does not match "
+                                "the .dsc")
     problems += [f"{name}: uploaded but not listed in the .dsc" for name in sorted(by_name)]
     if problems:
         mismatch = any("checksum" in p or "size" in p for p in problems)

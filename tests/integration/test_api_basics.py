@@ -136,7 +136,8 @@ async def test_unknown_ids_get_404_in_the_error_shape(client):
 
 async def test_patch_series_library_lists_the_real_watchdog_series(client):
     listing = (await client.get("/api/v1/patch-series")).json()
-    names = {(s["source"], s["name"]) for s in listing}
+    assert listing["total"] == len(listing["items"])
+    names = {(s["source"], s["name"]) for s in listing["items"]}
     assert ("watchdog", "cluster-selffence") in names
     detail = (await client.get("/api/v1/patch-series/watchdog/cluster-selffence")).json()
     assert detail["patches"] == [p["name"] for p in detail["patch_details"]]

@@ -191,3 +191,19 @@ async def test_multipart_fields_that_contradict_the_dsc_or_are_garbage_get_422(
     assert resp.status_code == 422
     assert "install_build_deps" in resp.json()["error"]["message"]
     await _nothing_stored_or_queued(client, settings)
+
+
+async def test_patch_that_would_need_fuzz_fails_as_with_dpkg_source(
+    client, run_worker, fixtures_dir
+):
+    dsc = make_native_source(fixtures_dir, "cf-fuzz", "1.0",
+                             files={"conf.txt": "".join(f"line {i}\n" for i in range(1, 9))})
+    fuzzy = fixtures_dir / "fuzzy.patch"
+    fuzzy.write_text("--- a/data/conf.txt\n+++ b/data/conf.txt\n@@ -3,3 +3,3 @@\n line 3\n"
+                     "-line 4\n+LINE 4\n a context line that is not there\n")
+    resp = await client.post("/api/v1/builds", files=upload_parts(dsc, [fuzzy]))
+    await run_worker()
+    build = (await client.get(f"/api/v1/builds/{resp.json()['id']}")).json()
+    assert build["status"] == "failed"
+    assert build["error"] == ("patch uploaded fuzzy.patch does not apply: "
+                              "file data/conf.txt, hunk #1 (at line 3)")

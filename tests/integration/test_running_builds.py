@@ -96,7 +96,11 @@ async def test_log_endpoint_returns_new_lines_from_an_offset_while_running(
     new_ticks = [int(ln.split()[1]) for ln in second.text.splitlines() if ln.startswith("tick ")]
     assert new_ticks and min(new_ticks) > max(first_ticks)
     await client.post(f"/api/v1/builds/{build_id}/cancel")
-    await wait_for_status(client, build_id, {"cancelled"}, timeout=30)
+    build = await wait_for_status(client, build_id, {"cancelled"}, timeout=30)
+    await asyncio.sleep(0.5)  # the log is stored right after the final state
+    build = (await client.get(f"/api/v1/builds/{build_id}")).json()
+    logs = [a for a in build["artifacts"] if a["kind"] == "log"]
+    assert len(logs) == 1, "one log per build, not one per attempt"
 
 
 async def test_cancelling_a_running_build_kills_its_processes_within_5_seconds(
@@ -189,4 +193,8 @@ async def test_worker_stopped_by_ctrl_c_hands_its_build_back_and_the_next_worker
     build = (await client.get(f"/api/v1/builds/{build_id}")).json()
     assert build["version"] == "1.0+cf1", "a re-run keeps its local version number"
     await client.post(f"/api/v1/builds/{build_id}/cancel")
-    await wait_for_status(client, build_id, {"cancelled"}, timeout=30)
+    build = await wait_for_status(client, build_id, {"cancelled"}, timeout=30)
+    await asyncio.sleep(0.5)  # the log is stored right after the final state
+    build = (await client.get(f"/api/v1/builds/{build_id}")).json()
+    logs = [a for a in build["artifacts"] if a["kind"] == "log"]
+    assert len(logs) == 1, "one log per build, not one per attempt"

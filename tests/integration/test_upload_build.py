@@ -59,3 +59,7 @@ async def test_uploaded_native_package_builds_and_serves_its_deb(
     log = await client.get(f"/api/v1/builds/{build['id']}/log")
     assert "dpkg-buildpackage" in log.text
     assert log.headers["x-build-status"] == "succeeded"
+    [log_artifact] = [a for a in build["artifacts"] if a["kind"] == "log"]
+    stored = await client.get(log_artifact["url"])
+    assert stored.content == log.content  # complete, final state line included
+    assert stored.text.rstrip().endswith("===== succeeded")

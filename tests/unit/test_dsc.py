@@ -129,7 +129,7 @@ def test_tampered_file_is_reported_with_checksum_and_name(source_dir: Path) -> N
     problems = verify_files(info, source_dir, dsc_name=_dsc(source_dir).name)
     assert problems
     assert all(p.startswith("cf-hello_1.2.tar.xz: ") for p in problems)
-    assert {p.split()[1] for p in problems} == {"sha256", "sha1", "md5sum"}
+    assert {p.split()[1] for p in problems} == {"SHA-256", "SHA-1", "MD5"}
 
 
 def test_missing_file_is_reported(source_dir: Path) -> None:

@@ -118,7 +118,7 @@ ORIGINAL = "".join(f"line {i}\n" for i in range(1, 21))
 def _run_patch(tree: Path, patch: Path) -> str:
     require_tools("patch")
     proc = subprocess.run(
-        ["patch", "-p1", "--batch", "--forward", "--no-backup-if-mismatch",
+        ["patch", "-p1", "--batch", "--forward", "--fuzz=0", "--no-backup-if-mismatch",
          "--reject-file=-", "-i", str(patch), "--dry-run"],
         cwd=tree, capture_output=True, text=True, env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
     )
@@ -153,7 +153,7 @@ def test_patch_for_missing_file_names_the_file(tree: Path, tmp_path: Path) -> No
     patch.write_text("--- a/dlm/missing.c\n+++ b/dlm/missing.c\n@@ -1 +1 @@\n-old\n+new\n")
     message = describe_failure(patch.name, _run_patch(tree, patch))
     assert "add-dlm.patch" in message
-    assert "dlm/missing.c" in message
+    assert "file dlm/missing.c:" in message  # as in the source tree: -p1 stripped "a/"
     assert "not found" in message
 
 
@@ -194,3 +194,13 @@ def test_unrecognised_output_falls_back_to_its_last_lines() -> None:
     assert message.startswith("patch x.patch does not apply: ")
     assert "Only garbage was found" in message
     assert "a /" not in message
+
+
+def test_patch_whose_context_differs_does_not_apply_with_fuzz(tree: Path, tmp_path: Path) -> None:
+    """dpkg-source and quilt apply with fuzz 0; so must ClusterForge."""
+    patch = tmp_path / "fuzzy.patch"
+    patch.write_text("--- a/config.c\n+++ b/config.c\n@@ -4,3 +4,3 @@\n line 4\n-line 5\n"
+                     "+LINE 5\n context that is not there\n")
+    message = describe_failure(patch.name, _run_patch(tree, patch))
+    assert "fuzzy.patch" in message
+    assert "file config.c, hunk #1" in message
