@@ -88,8 +88,11 @@ def touches_changelog(patch_text: str, strip: int = 1) -> bool:
 
 
 def looks_like_patch(patch_text: str) -> bool:
-    """A patch must contain at least one unified or context diff header."""
-    return bool(re.search(r"^(--- |\*\*\* ).+\n(\+\+\+ |--- ).+", patch_text, re.MULTILINE))
+    """A patch must hold a unified or context diff header followed by a hunk: a header
+    alone changes nothing and usually means a truncated or mangled upload."""
+    unified = re.search(r"^--- .+\n\+\+\+ .+\n@@ -\d", patch_text, re.MULTILINE)
+    context = re.search(r"^\*\*\* .+\n--- .+\n\*{15}", patch_text, re.MULTILINE)
+    return bool(unified or context)
 
 
 _PATCHING_RE = re.compile(r"^(?:patching|checking) file (?:'(.+)'|(.+))$")

@@ -105,7 +105,8 @@ def test_context_diff_looks_like_a_patch() -> None:
     assert looks_like_patch("*** a/x\n--- b/x\n***************\n")
 
 
-@pytest.mark.parametrize("text", ["", "just some text\n", "--- a/x\nno plus line\n"])
+@pytest.mark.parametrize("text", ["", "just some text\n", "--- a/x\nno plus line\n",
+                                  "--- a/x\n+++ b/x\n", "*** a/x\n--- b/x\n"])
 def test_text_without_diff_headers_is_not_a_patch(text: str) -> None:
     assert not looks_like_patch(text)
 
