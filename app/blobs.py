@@ -51,6 +51,9 @@ class BlobStore:
             dest.parent.mkdir(parents=True, exist_ok=True)
             if dest.exists():
                 os.unlink(tmp)
+                # Fresh again: the garbage collector spares young blobs, and this one
+                # is about to be referenced by a new row.
+                os.utime(dest)
             else:
                 os.chmod(tmp, 0o644)
                 os.replace(tmp, dest)

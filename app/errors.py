@@ -17,13 +17,15 @@ class ApiError(Exception):
     """An expected failure the client can act on."""
 
     def __init__(
-        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
+        self, status: int, code: str, message: str, details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details or {}
+        self.headers = headers
 
 
 def not_found(kind: str, ident: object) -> ApiError:
@@ -50,7 +52,9 @@ _STATUS_CODES = {
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = exc.headers
+        if headers is None and exc.status == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
         return JSONResponse(
             error_body(exc.code, exc.message, exc.details), exc.status, headers=headers
         )

@@ -12,10 +12,19 @@ from fastapi.routing import APIRoute
 from app.auth import bootstrap_admin_token, print_first_token
 from app.blobs import BlobStore
 from app.db import make_engine, make_sessionmaker
+from app.debian.signing import SigningKey
 from app.errors import install_error_handlers
 from app.limits import BodySizeLimit
 from app.queue import Queue
-from app.routers import artifacts, builds, health, patch_series
+from app.routers import (
+    apt,
+    artifacts,
+    builds,
+    garbage_collections,
+    health,
+    patch_series,
+    repositories,
+)
 from app.schemas.build import BuildRequest
 from app.settings import Settings, get_settings
 
@@ -40,12 +49,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.blobs = BlobStore(settings.resolved_data_dir / "blobs")
         app.state.queue = Queue(settings.redis_url, settings.resolved_queue_name)
+        app.state.signing_key = SigningKey(settings.resolved_data_dir / "gnupg")
+        app.state.public_keys = {}
+        await app.state.signing_key.ensure()  # the repository key, made on first start
         token = await bootstrap_admin_token(app.state.sessionmaker, settings.admin_token)
         if token:
             print_first_token(token)
         try:
             yield
         finally:
+            await app.state.signing_key.stop_agent()
             await app.state.queue.close()
             await engine.dispose()
 
@@ -62,9 +75,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
 
     api = APIRouter(prefix=API_PREFIX)
-    for module in (health, builds, artifacts, patch_series):
+    for module in (health, builds, artifacts, patch_series, repositories,
+                   garbage_collections):
         api.include_router(module.router)
     app.include_router(api)
+    app.include_router(apt.router)
     app.add_api_route("/healthz", health.healthz, include_in_schema=False)
     _publish_extra_schemas(app)
     return app

@@ -151,3 +151,42 @@ async def run(
     output = log.read_from(start_offset, output_tail)
     log.write(f"exit status {returncode} after {seconds:.1f} s")
     return CommandResult(argv, returncode, output, seconds)
+
+
+@dataclass
+class Captured:
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+async def capture(
+    argv: Sequence[str],
+    *,
+    input: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+) -> Captured:
+    """Run a short tool whose output is data, not log (gpg signing, key export): stdin
+    from `input`, stdout returned as bytes. Same rules as run(): argument list, own
+    process group, minimal environment, killed on timeout or cancellation."""
+    full_env = base_env()
+    full_env.update(env or {})
+    proc = await asyncio.create_subprocess_exec(
+        *[str(a) for a in argv], env=full_env,
+        stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        start_new_session=True)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(input), timeout)
+    except TimeoutError:
+        await _terminate(proc, None)
+        raise CommandTimeout(f"{argv[0]} timed out after {timeout:.0f} s") from None
+    except asyncio.CancelledError:
+        await _terminate(proc, None, grace=0.5)
+        raise
+    return Captured(proc.returncode or 0, out, err.decode(errors="replace"))

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     maintainer: str = "ClusterForge <clusterforge@localhost>"
     version_suffix: str = "cf"
     worker_concurrency: int = 2
+    public_url: str | None = Field(
+        default=None, description="Base URL nodes reach the service at (http://host:port); "
+        "defaults to the URL of each request. Used in the .sources entries it hands out.")
+    publish_timeout: int = 1800
+    gc_interval: int = 24 * 3600
 
     @property
     def resolved_data_dir(self) -> Path:
@@ -73,8 +78,10 @@ class Settings(BaseSettings):
     def ensure_dirs(self) -> None:
         """Create the data directory tree described in DESIGN.md."""
         root = self.resolved_data_dir
-        for sub in ("blobs/sha256", "blobs/tmp", "logs/builds", "work", "apt"):
+        for sub in ("blobs/sha256", "blobs/tmp", "logs/builds", "logs/publications",
+                    "logs/gc", "work", "apt", "gnupg"):
             (root / sub).mkdir(parents=True, exist_ok=True)
+        (root / "gnupg").chmod(0o700)
 
 
 def installation_id(data_dir: Path) -> str:

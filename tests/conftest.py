@@ -205,3 +205,55 @@ def fixtures_dir(tmp_path: Path) -> Path:
     d = tmp_path / "fixtures"
     d.mkdir()
     return d
+
+
+@pytest.fixture
+async def live_server(app) -> AsyncIterator[str]:
+    """The app served by a real uvicorn on 127.0.0.1, in this event loop: what apt in a
+    chroot talks to. (Commands the tests run meanwhile must be async, or they would
+    block the server.)"""
+    import uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), lifespan="off",
+                            log_level="warning")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    yield f"http://127.0.0.1:{config.port}"
+    server.should_exit = True
+    await task
+
+
+@pytest.fixture
+async def chroot(tmp_path: Path):
+    """A fresh Debian minbase chroot (a node's root / an apt client), extracted from a
+    cached debootstrap tarball onto tmpfs when there is one (seconds faster per test)."""
+    import tempfile
+
+    from tests.chroot import Chroot
+
+    require(os.geteuid() == 0, "root, to chroot")
+    require_tools("debootstrap", "chroot", "tar")
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else tmp_path
+    root = await Chroot.create(Path(tempfile.mkdtemp(prefix="cf-chroot-", dir=base)))
+    try:
+        yield root
+    finally:
+        await root.destroy()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_gnupg_shortcuts(tmp_path_factory) -> Iterator[None]:
+    """app.debian.signing reaches deep gpg homes through /tmp/cf-gnupg-* symlinks; the
+    ones pointing into this run's temporary directories go with the run."""
+    yield
+    import tempfile
+
+    base = str(tmp_path_factory.getbasetemp())
+    for link in Path(tempfile.gettempdir()).glob(f"cf-gnupg-{os.getuid()}-*"):
+        if link.is_symlink() and os.readlink(link).startswith(base):
+            link.unlink(missing_ok=True)

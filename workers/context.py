@@ -9,6 +9,7 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.blobs import BlobStore
+from app.debian.signing import SigningKey
 from app.settings import Settings
 
 
@@ -22,3 +23,4 @@ class WorkerContext(TypedDict, total=False):
     blobs: BlobStore
     worker_name: str
     reconciler: asyncio.Task
+    signing_key: SigningKey

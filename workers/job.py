@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 
 from app.joblog import JobLog, log_path
 from app.models import Build, JobStatus
+from app.models.job import JobColumns
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -30,14 +31,15 @@ def _now() -> datetime:
 
 
 class Job:
-    """One running build. (Later pipelines reuse it with their own model.)"""
+    """One running job of any kind whose table has the JobColumns (a build by default)."""
 
-    model = Build
-    kind = "builds"
-
-    def __init__(self, ctx: WorkerContext, job_id: int) -> None:
+    def __init__(self, ctx: WorkerContext, job_id: int, model: type[JobColumns] = Build,
+                 kind: str = "builds", deadline: float | None = None) -> None:
         self.ctx = ctx
         self.id = job_id
+        self.model: Any = model
+        self.kind = kind
+        self._deadline = deadline
         self.settings = ctx["settings"]
         self.sessionmaker = ctx["sessionmaker"]
         self.log = JobLog(log_path(self.settings.resolved_data_dir, self.kind, job_id))
@@ -161,7 +163,9 @@ class Job:
 
     @property
     def deadline(self) -> float:
-        """The whole pipeline's limit: the build timeout plus the other commands'."""
+        """The whole pipeline's limit; for a build, its timeout plus the other commands'."""
+        if self._deadline is not None:
+            return self._deadline
         return self.settings.build_timeout + 4 * self.settings.command_timeout
 
     async def execute(self, pipeline) -> str:

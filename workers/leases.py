@@ -8,13 +8,17 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 
 from app.joblog import JobLog, log_path
-from app.models import Build, JobStatus
+from app.models import Build, GarbageCollection, JobStatus, Publication
 from app.models.build import build_job_id
+from app.models.repository import gc_job_id, publication_job_id
 from app.proc import kill_group, kill_marked
 from workers.context import WorkerContext
 
@@ -41,48 +45,81 @@ def _worker_dead_here(worker: str | None) -> bool:
     return False
 
 
-async def reconcile(ctx: WorkerContext) -> dict[str, int]:
-    sessionmaker = ctx["sessionmaker"]
-    settings = ctx["settings"]
-    now = datetime.now(UTC)
-    failed = requeued = 0
-    async with sessionmaker() as session:
+@dataclass(frozen=True)
+class JobKind:
+    """A job table the reconciler watches, and how to hand its rows back to arq."""
+
+    model: Any
+    log_kind: str
+    function: str
+    job_id: Callable[[int, str], str]
+    marker: Callable[[Any], str] | None = None
+
+
+JOB_KINDS = (
+    JobKind(Build, "builds", "run_build", build_job_id,
+            lambda b: f"build-{b.id}-{b.queue_key}"),
+    JobKind(Publication, "publications", "run_publication", publication_job_id),
+    JobKind(GarbageCollection, "gc", "run_gc", gc_job_id),
+)
+
+
+async def _fail_expired(ctx: WorkerContext, kind: JobKind, now: datetime) -> int:
+    model, failed = kind.model, 0
+    async with ctx["sessionmaker"]() as session:
         expired = (await session.scalars(
-            select(Build).where(Build.status == JobStatus.running,
-                                Build.lease_expires_at < now))).all()
-        for build in expired:
+            select(model).where(model.status == JobStatus.running,
+                                model.lease_expires_at < now))).all()
+        for row in expired:
             # Read before the UPDATE: the ORM synchronises these attributes with it.
-            pgid, worker = build.process_group, build.worker
-            marker = f"build-{build.id}-{build.queue_key}"
-            message = (f"worker lost: {build.worker or 'the worker'} stopped renewing its lease "
-                       f"during step {build.step or '?'} (lease expired "
-                       f"{build.lease_expires_at:%Y-%m-%d %H:%M:%S} UTC)")
+            pgid, worker = row.process_group, row.worker
+            marker = kind.marker(row) if kind.marker else None
+            message = (f"worker lost: {row.worker or 'the worker'} stopped renewing its lease "
+                       f"during step {row.step or '?'} (lease expired "
+                       f"{row.lease_expires_at:%Y-%m-%d %H:%M:%S} UTC)")
             result = await session.execute(
-                update(Build).where(Build.id == build.id, Build.status == JobStatus.running,
-                                    Build.lease_expires_at < now)
+                update(model).where(model.id == row.id, model.status == JobStatus.running,
+                                    model.lease_expires_at < now)
                 .values(status=JobStatus.failed, error=message, finished_at=now,
                         lease_expires_at=None, process_group=None))
             if result.rowcount:
                 failed += 1
-                JobLog(log_path(settings.resolved_data_dir, "builds", build.id)).write(
-                    f"===== failed: {message}")
+                JobLog(log_path(ctx["settings"].resolved_data_dir, kind.log_kind,
+                                row.id)).write(f"===== failed: {message}")
                 if _worker_dead_here(worker):
                     if pgid:
                         kill_group(pgid, signal.SIGKILL)
-                    await asyncio.to_thread(kill_marked, marker)
+                    if marker:
+                        await asyncio.to_thread(kill_marked, marker)
         await session.commit()
+    if failed:
+        log.warning("marked %d %s failed: worker lost", failed, kind.log_kind)
+    return failed
+
+
+async def _requeue_stale(ctx: WorkerContext, kind: JobKind, now: datetime) -> int:
+    model, requeued = kind.model, 0
+    async with ctx["sessionmaker"]() as session:
         stale = (await session.execute(
-            select(Build.id, Build.queue_key).where(Build.status == JobStatus.queued,
-                                   Build.created_at < now - REQUEUE_AFTER))).all()
-    for build_id, queue_key in stale:
-        job = await ctx["redis"].enqueue_job("run_build", build_id,
-                                             _job_id=build_job_id(build_id, queue_key))
+            select(model.id, model.queue_key).where(
+                model.status == JobStatus.queued,
+                model.created_at < now - REQUEUE_AFTER))).all()
+    for row_id, queue_key in stale:
+        job = await ctx["redis"].enqueue_job(kind.function, row_id,
+                                             _job_id=kind.job_id(row_id, queue_key))
         if job is not None:
             requeued += 1
-            log.warning("build %s was queued in the database but not in Redis: requeued",
-                        build_id)
-    if failed:
-        log.warning("marked %d build(s) failed: worker lost", failed)
+            log.warning("%s %s was queued in the database but not in Redis: requeued",
+                        kind.log_kind, row_id)
+    return requeued
+
+
+async def reconcile(ctx: WorkerContext) -> dict[str, int]:
+    now = datetime.now(UTC)
+    failed = requeued = 0
+    for kind in JOB_KINDS:
+        failed += await _fail_expired(ctx, kind, now)
+        requeued += await _requeue_stale(ctx, kind, now)
     return {"failed": failed, "requeued": requeued}
 
 

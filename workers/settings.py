@@ -15,7 +15,9 @@ from app.queue import redis_settings
 from app.settings import get_settings
 from workers.build import run_build
 from workers.context import WorkerContext
+from workers.gc import run_gc
 from workers.leases import reconcile, reconcile_forever
+from workers.publish import run_publication, signing_key
 
 _settings = get_settings()
 
@@ -28,6 +30,7 @@ async def startup(ctx: WorkerContext) -> None:
     ctx["sessionmaker"] = make_sessionmaker(ctx["engine"])
     ctx["blobs"] = BlobStore(settings.resolved_data_dir / "blobs")
     ctx["worker_name"] = f"{socket.gethostname()}:{os.getpid()}"
+    await signing_key(ctx).ensure()  # made on first start, before anything must be signed
     await reconcile(ctx)
     ctx["reconciler"] = asyncio.create_task(reconcile_forever(ctx))
 
@@ -39,6 +42,8 @@ async def shutdown(ctx: WorkerContext) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await reconciler
     await ctx["engine"].dispose()
+    if "signing_key" in ctx:  # gpg-agent is started on demand; leave no daemon behind
+        await ctx["signing_key"].stop_agent()
 
 
 def _job_timeout() -> int:
@@ -50,7 +55,12 @@ def _job_timeout() -> int:
 class WorkerSettings:
     # max_tries only matters when a stopping worker hands a build back (arq runs it
     # again); a failed build is a result, never retried.
-    functions = [func(run_build, name="run_build", timeout=_job_timeout(), max_tries=100)]
+    functions = [
+        func(run_build, name="run_build", timeout=_job_timeout(), max_tries=100),
+        func(run_publication, name="run_publication",
+             timeout=_settings.publish_timeout + 300, max_tries=100),
+        func(run_gc, name="run_gc", timeout=_settings.command_timeout + 300, max_tries=100),
+    ]
     on_startup = startup
     on_shutdown = shutdown
     redis_settings = redis_settings(_settings.redis_url)

@@ -3,6 +3,17 @@
 from app.models.artifact import Artifact, ArtifactKind
 from app.models.base import Base
 from app.models.build import Build, JobStatus
+from app.models.repository import (
+    GarbageCollection,
+    Publication,
+    PublicationEntry,
+    PublicationFile,
+    Repository,
+    RepositoryCredential,
+    RepositorySuite,
+)
 from app.models.token import ApiToken, TokenKind
 
-__all__ = ["ApiToken", "Artifact", "ArtifactKind", "Base", "Build", "JobStatus", "TokenKind"]
+__all__ = ["ApiToken", "Artifact", "ArtifactKind", "Base", "Build", "GarbageCollection",
+           "JobStatus", "Publication", "PublicationEntry", "PublicationFile", "Repository",
+           "RepositoryCredential", "RepositorySuite", "TokenKind"]

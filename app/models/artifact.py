@@ -42,6 +42,8 @@ class Artifact(Base):
     kind: Mapped[str] = mapped_column(String(16), index=True)
     filename: Mapped[str] = mapped_column(String(255))
     sha256: Mapped[str] = mapped_column(String(64), index=True)
+    # apt's Packages index still lists MD5sum; computed once, when first published.
+    md5: Mapped[str | None] = mapped_column(String(32), nullable=True)
     size: Mapped[int] = mapped_column(BigInteger)
     package: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
     version: Mapped[str | None] = mapped_column(String(220), nullable=True)

@@ -5,27 +5,16 @@ renewed by the worker while it runs; an expired lease means the worker was lost.
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, UTCDateTime, utcnow
+from app.models.base import Base
+from app.models.job import JobColumns, JobStatus
 
-
-class JobStatus(StrEnum):
-    queued = "queued"
-    running = "running"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+__all__ = ["Build", "BuildOrigin", "JobStatus", "build_job_id"]
 
 
 class BuildOrigin(StrEnum):
@@ -37,17 +26,11 @@ def build_job_id(build_id: int, queue_key: str) -> str:
     return f"build:{build_id}:{queue_key}"
 
 
-class Build(Base):
+class Build(JobColumns, Base):
     __tablename__ = "builds"
     __table_args__ = (UniqueConstraint("source", "base_version", "local_number"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    # Random per row: the arq job id is build:<id>:<queue_key>, so a rebuilt database
-    # never collides with job results Redis still holds for an older row with the same id.
-    queue_key: Mapped[str] = mapped_column(String(32), default=lambda: uuid.uuid4().hex)
-    status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued, index=True)
-    step: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     origin: Mapped[str] = mapped_column(String(16))
     source: Mapped[str] = mapped_column(String(200), index=True)
@@ -58,12 +41,3 @@ class Build(Base):
     series: Mapped[str | None] = mapped_column(String(200), nullable=True)
     patches: Mapped[list[str]] = mapped_column(JSON, default=list)
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
-
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    process_group: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)

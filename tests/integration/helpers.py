@@ -32,3 +32,31 @@ async def wait_for_status(client: AsyncClient, build_id: int, statuses: set[str]
             raise AssertionError(f"build {build_id} still {body['status']} after {timeout}s: "
                                  f"{body}")
         await asyncio.sleep(0.2)
+
+
+async def create_repository(client: AsyncClient, name: str = "cluster", **fields) -> dict:
+    body = {"name": name, "suites": ["bookworm"], "architectures": ["amd64"], **fields}
+    resp = await client.post("/api/v1/repositories", json=body)
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+async def publish(client: AsyncClient, run_worker, repo: str, body: dict,
+                  expect: str = "succeeded") -> dict:
+    """POST /publish, let a real worker run it, return the finished publication."""
+    resp = await client.post(f"/api/v1/repositories/{repo}/publish", json=body)
+    assert resp.status_code == 202, resp.text
+    await run_worker()
+    pub = (await client.get(resp.headers["Location"])).json()
+    assert pub["status"] == expect, pub
+    return pub
+
+
+async def store_debs(app, debs: list[Path]) -> list[int]:
+    """Store prebuilt .debs as artifacts (as a build's store step would)."""
+    from app.services.artifact_import import store_deb
+
+    async with app.state.sessionmaker() as session:
+        ids = [(await store_deb(session, app.state.blobs, d)).id for d in debs]
+        await session.commit()
+    return ids
