@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 CHUNK = 1024 * 1024
 
@@ -34,7 +34,17 @@ class BlobStore:
         with src.open("rb") as fh:
             return self.put_stream(fh)
 
-    def put_stream(self, fh: BinaryIO) -> tuple[str, int]:
+    def put_deb(self, src: Path) -> tuple[str, int, str]:
+        """put_file plus the MD5 that apt's Packages index still lists, computed in the
+        same pass, so publishing never has to reread a package."""
+        md5 = hashlib.md5()
+        with src.open("rb") as fh:
+            sha, size = self.put_stream(fh, also=md5)
+        return sha, size, md5.hexdigest()
+
+    def put_stream(self, fh: BinaryIO, also: Any = None) -> tuple[str, int]:
+        """Store the stream; returns (sha256, size). `also` is another hashlib object
+        fed the same bytes."""
         digest = hashlib.sha256()
         size = 0
         fd, tmp = tempfile.mkstemp(dir=self.root / "tmp")
@@ -42,6 +52,8 @@ class BlobStore:
             with os.fdopen(fd, "wb") as out:
                 for chunk in iter(lambda: fh.read(CHUNK), b""):
                     digest.update(chunk)
+                    if also is not None:
+                        also.update(chunk)
                     size += len(chunk)
                     out.write(chunk)
                 out.flush()

@@ -12,6 +12,16 @@ from fastapi import Request, Response
 from fastapi.responses import FileResponse
 
 IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+class BlobFileResponse(FileResponse):
+    """FileResponse reading 1 MiB at a time instead of Starlette's 64 KiB: every read
+    is a thread hop and a send on the one event loop, and with 64 KiB chunks 50
+    clients downloading a 50 MB .deb kept the API at 100% of a core (a third of
+    nginx's throughput, bench/apt_download.py). Memory stays bounded: one chunk per
+    active download."""
+
+    chunk_size = 1024 * 1024
 REVALIDATE = "no-cache"
 
 
@@ -48,7 +58,7 @@ def file_response(request: Request, path: Path, *, sha256: str, last_modified: d
                "Cache-Control": cache_control}
     if _not_modified(request, etag, last_modified, immutable=cache_control == IMMUTABLE):
         return Response(status_code=304, headers=headers)
-    return FileResponse(path, media_type=media_type, headers=headers)
+    return BlobFileResponse(path, media_type=media_type, headers=headers)
 
 
 MEDIA_TYPES = {

@@ -47,7 +47,8 @@ class Settings(BaseSettings):
         default=None, description="Base URL nodes reach the service at (http://host:port); "
         "defaults to the URL of each request. Used in the .sources entries it hands out.")
     publish_timeout: int = 1800
-    gc_interval: int = 24 * 3600
+    gc_hour: int = Field(default=3, ge=-1, le=23, description="Hour (UTC) of the daily "
+                         "blob garbage collection; -1 turns it off.")
 
     @property
     def resolved_data_dir(self) -> Path:

@@ -282,7 +282,7 @@ class BuildPipeline:
             raise StepFailed("dpkg-buildpackage produced no binary packages")
         async with self.job.sessionmaker() as session:
             for index, path in enumerate(outputs):
-                sha, size = await asyncio.to_thread(self.blobs.put_file, path)
+                sha, size, md5 = await asyncio.to_thread(self.blobs.put_deb, path)
                 fields = package = version = arch = None
                 kind = OUTPUT_KINDS[path.suffix]
                 if kind in (ArtifactKind.deb, ArtifactKind.udeb, ArtifactKind.ddeb):
@@ -291,8 +291,8 @@ class BuildPipeline:
                     arch = fields.get("Architecture")
                 session.add(Artifact(
                     build_id=self.build.id, role=ArtifactRole.output, position=index,
-                    kind=kind, filename=path.name, sha256=sha, size=size, control=fields,
-                    package=package, version=version, architecture=arch))
+                    kind=kind, filename=path.name, sha256=sha, md5=md5, size=size,
+                    control=fields, package=package, version=version, architecture=arch))
                 self.job.log.write(f"stored {path.name} ({size} bytes, sha256 {sha})")
             await session.commit()
 

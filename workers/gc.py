@@ -67,3 +67,13 @@ async def run_gc(ctx: WorkerContext, gc_id: int) -> str:
               deadline=ctx["settings"].command_timeout)
     return await job.execute(GcPipeline(job, gc, ctx["blobs"]))
 
+
+
+async def scheduled_gc(ctx: WorkerContext) -> str:
+    """The daily run (arq cron, unique across workers): a row like any other run."""
+    async with ctx["sessionmaker"]() as session:
+        gc = GarbageCollection(steps=[])
+        session.add(gc)
+        await session.commit()
+        gc_id = gc.id
+    return await run_gc(ctx, gc_id)

@@ -14,10 +14,10 @@ import hashlib
 import io
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from arq import Retry
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import func, insert, literal, or_, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.blobs import BlobStore
@@ -25,8 +25,9 @@ from app.debian.apt_index import (
     IndexFile,
     PoolFile,
     compressed_forms,
+    join_stanzas,
+    packages_stanza,
     pool_path,
-    render_packages,
     render_release,
     source_name,
 )
@@ -44,6 +45,36 @@ from workers.context import WorkerContext
 from workers.job import Job, StepFailed
 
 WAIT_POLL = 0.2
+# Rendered Packages stanzas by (sha256 of the .deb, pool path): content-determined, so
+# safe to share between publications, repositories and databases in one process.
+_STANZA_CACHE: dict[tuple[str, str], str] = {}
+STANZA_CACHE_LIMIT = 200_000
+
+
+# What a Packages stanza needs of an artifact.
+_DETAIL_COLUMNS = (Artifact.id, Artifact.package, Artifact.control, Artifact.size,
+                   Artifact.sha256, Artifact.md5)
+
+
+class Entry(NamedTuple):
+    artifact_id: int
+    component: str
+    package: str | None
+    architecture: str | None
+    sha256: str
+    pool_path: str
+
+
+# The entries of the last few publications this worker made, so the next publication
+# of the suite (usually the same worker) derives its list without reading it back.
+_ENTRIES: dict[tuple[str, int], list[Entry]] = {}
+ENTRIES_KEPT = 8
+
+
+def _remember(key: tuple[str, int], entries: list[Entry]) -> None:
+    _ENTRIES[key] = entries
+    while len(_ENTRIES) > ENTRIES_KEPT:
+        _ENTRIES.pop(next(iter(_ENTRIES)))
 
 
 def signing_key(ctx: WorkerContext) -> SigningKey:
@@ -64,11 +95,13 @@ class PublishPipeline:
         self.key = key
         self.sessionmaker = job.sessionmaker
         self.files: list[IndexFile] = []
+        self.entries: list[Entry] | None = None  # known without a query (see _ENTRIES)
+        self.details: dict[int, Any] = {}  # artifact rows already read, control decoded
+        self.count = 0
 
     async def __call__(self, job: Job) -> None:
-        async with job.step("wait"):
-            await self.wait_for_earlier()
         async with job.step("collect"):
+            await self.wait_for_earlier()
             count = await self.collect()
             job.log.write(f"{count} package(s) in {self.repo.name}/{self.pub.suite} "
                           f"publication {self.pub.number}")
@@ -78,6 +111,11 @@ class PublishPipeline:
             await self.sign()
         async with job.step("switch"):
             await self.switch()
+        if self.entries is not None:
+            _remember(self.cache_key(self.pub.id), self.entries)
+
+    def cache_key(self, publication_id: int) -> tuple[str, int]:
+        return (self.job.settings.resolved_database_url, publication_id)
 
     async def wait_for_earlier(self) -> None:
         """Two publications of one suite never build at once: each starts from the
@@ -98,70 +136,127 @@ class PublishPipeline:
             await asyncio.sleep(WAIT_POLL)
 
     async def collect(self) -> int:
+        """The new publication's entries, written by the database itself: a copy of the
+        current publication's (one INSERT ... SELECT, however big the suite) minus what
+        is removed or replaced, plus what is added."""
         request = self.pub.request
+        copy_from = request.get("republish")
+        dropped: set[int] = set()
+        added: list[dict[str, Any]] = []
+        rows: Any = []
         async with self.sessionmaker() as session:
-            if request.get("republish"):
+            if copy_from is None:
+                component = request.get("component", self.repo.components[0])
                 rows = (await session.execute(
-                    select(PublicationEntry.artifact_id, PublicationEntry.component,
-                           PublicationEntry.pool_path)
-                    .where(PublicationEntry.publication_id == request["republish"]))).all()
-                entries = {r.artifact_id: (r.component, r.pool_path) for r in rows}
-            else:
-                entries = await self._merged(session, request)
-            if entries:  # an empty suite is a valid publication too
-                await session.execute(insert(PublicationEntry), [
-                    {"publication_id": self.pub.id, "artifact_id": aid, "component": comp,
-                     "pool_path": path} for aid, (comp, path) in entries.items()])
+                    select(*_DETAIL_COLUMNS, Artifact.architecture, Artifact.filename)
+                    .where(Artifact.id.in_(request.get("add", []))))).all()
+                self.details.update((r.id, r) for r in rows)
+                added = [{"publication_id": self.pub.id, "artifact_id": a.id,
+                          "component": component,
+                          "pool_path": pool_path(component, source_name(
+                              a.control or {"Package": a.package}), a.filename)}
+                         for a in rows]
+                if not request.get("replace"):
+                    copy_from = await session.scalar(
+                        select(RepositorySuite.publication_id).where(
+                            RepositorySuite.repository_id == self.repo.id,
+                            RepositorySuite.suite == self.pub.suite))
+                if copy_from is not None:
+                    dropped = await self._replaced(session, copy_from, component, rows,
+                                                   set(request.get("remove", [])))
+            if copy_from is not None:
+                await session.execute(insert(PublicationEntry).from_select(
+                    ["publication_id", "artifact_id", "component", "pool_path"],
+                    select(literal(self.pub.id), PublicationEntry.artifact_id,
+                           PublicationEntry.component, PublicationEntry.pool_path)
+                    .where(PublicationEntry.publication_id == copy_from,
+                           PublicationEntry.artifact_id.not_in(dropped))))
+            if added:
+                # Core, not ORM: no per-row cost for a 5,000-package first publication
+                await session.execute(PublicationEntry.__table__.insert(), added)
+            count = await session.scalar(select(func.count()).select_from(
+                PublicationEntry).where(PublicationEntry.publication_id == self.pub.id)) or 0
             await session.execute(update(Publication).where(Publication.id == self.pub.id)
-                                  .values(package_count=len(entries)))
+                                  .values(package_count=count))
             await session.commit()
-        return len(entries)
+        base = [] if copy_from is None else _ENTRIES.get(self.cache_key(copy_from))
+        if base is not None:
+            by_id = {a.id: a for a in rows} if request.get("republish") is None else {}
+            entries = [e for e in base if e.artifact_id not in dropped]
+            entries += [Entry(r["artifact_id"], r["component"], by_id[r["artifact_id"]].package,
+                              by_id[r["artifact_id"]].architecture,
+                              by_id[r["artifact_id"]].sha256, r["pool_path"]) for r in added]
+            # The database has the last word: any doubt, and the index step asks it.
+            self.entries = entries if len(entries) == count else None
+        self.count = count
+        return count
 
-    async def _merged(self, session, request: dict[str, Any]) -> dict[int, tuple[str, str]]:
-        """The current publication's entries, minus removed names, with added packages
-        replacing the same (component, package, architecture)."""
-        by_key: dict[tuple[str, str, str], tuple[int, str]] = {}
-        current = await session.scalar(select(RepositorySuite.publication_id).where(
-            RepositorySuite.repository_id == self.repo.id,
-            RepositorySuite.suite == self.pub.suite))
-        if current is not None and not request.get("replace"):
+    @staticmethod
+    async def _replaced(session, base: int, component: str, added,
+                        removed: set[str]) -> set[int]:
+        """Entries of the base publication that do not carry over: removed package
+        names (any component), the same (component, package, architecture) as an
+        added package, and added artifacts themselves (they are inserted anew)."""
+        added_keys = {(component, a.package, a.architecture) for a in added}
+        names = {a.package for a in added} | removed
+        dropped = {a.id for a in added}
+        if names:
             rows = (await session.execute(
                 select(PublicationEntry.artifact_id, PublicationEntry.component,
-                       PublicationEntry.pool_path, Artifact.package, Artifact.architecture)
+                       Artifact.package, Artifact.architecture)
                 .join(Artifact, Artifact.id == PublicationEntry.artifact_id)
-                .where(PublicationEntry.publication_id == current))).all()
-            for r in rows:
-                by_key[(r.component, r.package, r.architecture)] = (r.artifact_id, r.pool_path)
-        removed = set(request.get("remove", []))
-        by_key = {k: v for k, v in by_key.items() if k[1] not in removed}
-        component = request.get("component", self.repo.components[0])
-        added = (await session.scalars(
-            select(Artifact).where(Artifact.id.in_(request.get("add", []))))).all()
-        for a in added:
-            path = pool_path(component, source_name(a.control or {"Package": a.package}),
-                             a.filename)
-            by_key[(component, a.package, a.architecture)] = (a.id, path)
-        return {aid: (k[0], path) for k, (aid, path) in by_key.items()}
+                .where(PublicationEntry.publication_id == base,
+                       Artifact.package.in_(names)))).all()
+            dropped |= {r.artifact_id for r in rows
+                        if r.package in removed
+                        or (r.component, r.package, r.architecture) in added_keys}
+        return dropped
 
-    async def _pool_files(self) -> dict[str, list[tuple[str, PoolFile]]]:
-        """Every entry with what its Packages stanza needs, md5 filled in on first use."""
+    async def _stanzas(self) -> dict[str, list[tuple[str, tuple[str, str], str]]]:
+        """Per component: (architecture, sort key, stanza) of every entry. Stanzas are
+        cached by content (sha256, pool path), so a publication that adds one package
+        to a big suite renders one stanza and reads no control fields but its own."""
         async with self.sessionmaker() as session:
-            rows = (await session.execute(
-                select(PublicationEntry.component, PublicationEntry.pool_path, Artifact)
-                .join(Artifact, Artifact.id == PublicationEntry.artifact_id)
-                .where(PublicationEntry.publication_id == self.pub.id))).all()
-            missing = [a for _, _, a in rows if not a.md5]
-            if missing:
-                sums = await asyncio.to_thread(self._md5s, [a.sha256 for a in missing])
-                for a in missing:
-                    a.md5 = sums[a.sha256]
-                await session.commit()
-        by_component: dict[str, list[tuple[str, PoolFile]]] = {}
-        for component, path, a in rows:
-            by_component.setdefault(component, []).append((a.architecture or "all", PoolFile(
-                control=a.control or {"Package": a.package}, filename=path, size=a.size,
-                md5=a.md5 or "", sha256=a.sha256)))
+            if self.entries is None:
+                self.entries = [Entry(*r) for r in (await session.execute(
+                    select(PublicationEntry.artifact_id, PublicationEntry.component,
+                           Artifact.package, Artifact.architecture, Artifact.sha256,
+                           PublicationEntry.pool_path)
+                    .join(Artifact, Artifact.id == PublicationEntry.artifact_id)
+                    .where(PublicationEntry.publication_id == self.pub.id))).all()]
+            rows = self.entries
+            misses = [r for r in rows if (r.sha256, r.pool_path) not in _STANZA_CACHE]
+            if misses:
+                await self._render_missing(session, misses)
+        by_component: dict[str, list[tuple[str, tuple[str, str], str]]] = {}
+        for r in rows:
+            by_component.setdefault(r.component, []).append(
+                (r.architecture or "all", (r.package or "", r.pool_path),
+                 _STANZA_CACHE[(r.sha256, r.pool_path)]))
         return by_component
+
+    async def _render_missing(self, session, misses) -> None:
+        details = self.details
+        ids = sorted({r.artifact_id for r in misses} - details.keys())
+        for start in range(0, len(ids), 500):  # bounded IN lists
+            for a in (await session.execute(
+                    select(*_DETAIL_COLUMNS)
+                    .where(Artifact.id.in_(ids[start:start + 500])))).all():
+                details[a.id] = a
+        needed = [details[i] for i in {r.artifact_id for r in misses}]
+        need_md5 = sorted({a.sha256 for a in needed if not a.md5})
+        sums = await asyncio.to_thread(self._md5s, need_md5) if need_md5 else {}
+        if sums:  # rows stored before md5 was kept: computed once, then kept on the row
+            await session.execute(update(Artifact), [
+                {"id": a.id, "md5": sums[a.sha256]} for a in needed if not a.md5])
+            await session.commit()
+        if len(_STANZA_CACHE) > STANZA_CACHE_LIMIT:
+            _STANZA_CACHE.clear()
+        for r in misses:
+            a = details[r.artifact_id]
+            _STANZA_CACHE[(a.sha256, r.pool_path)] = packages_stanza(PoolFile(
+                control=a.control or {"Package": a.package}, filename=r.pool_path,
+                size=a.size, md5=a.md5 or sums[a.sha256], sha256=a.sha256))
 
     def _md5s(self, shas: list[str]) -> dict[str, str]:
         out = {}
@@ -173,21 +268,22 @@ class PublishPipeline:
         return out
 
     async def index(self) -> None:
-        by_component = await self._pool_files()
+        by_component = await self._stanzas()
         self.files = await asyncio.to_thread(self._render_indexes, by_component)
         await self._store(self.files)
         self.job.log.write(f"{len(self.files)} index files for "
                            f"{len(self.repo.components)} component(s) and "
                            f"{len(self.repo.architectures)} architecture(s)")
 
-    def _render_indexes(self, by_component: dict[str, list[tuple[str, PoolFile]]]
+    def _render_indexes(self, by_component: dict[str, list[tuple[str, tuple[str, str], str]]]
                         ) -> list[IndexFile]:
         files: list[IndexFile] = []
         with ThreadPoolExecutor(max_workers=2) as pool:
             for component in self.repo.components:
                 items = by_component.get(component, [])
                 for arch in self.repo.architectures:
-                    data = render_packages(p for a, p in items if a in (arch, "all"))
+                    data = join_stanzas((key, text) for a, key, text in items
+                                        if a in (arch, "all"))
                     for ext, blob in compressed_forms(data, pool).items():
                         files.append(IndexFile(f"{component}/binary-{arch}/Packages{ext}", blob))
         return files
@@ -203,7 +299,7 @@ class PublishPipeline:
 
         rows = await asyncio.to_thread(put_all)
         async with self.sessionmaker() as session:
-            await session.execute(insert(PublicationFile), rows)
+            await session.execute(PublicationFile.__table__.insert(), rows)
             await session.commit()
 
     async def sign(self) -> None:

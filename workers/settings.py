@@ -7,7 +7,7 @@ import contextlib
 import os
 import socket
 
-from arq import func
+from arq import cron, func
 
 from app.blobs import BlobStore
 from app.db import make_engine, make_sessionmaker
@@ -15,7 +15,7 @@ from app.queue import redis_settings
 from app.settings import get_settings
 from workers.build import run_build
 from workers.context import WorkerContext
-from workers.gc import run_gc
+from workers.gc import run_gc, scheduled_gc
 from workers.leases import reconcile, reconcile_forever
 from workers.publish import run_publication, signing_key
 
@@ -61,6 +61,9 @@ class WorkerSettings:
              timeout=_settings.publish_timeout + 300, max_tries=100),
         func(run_gc, name="run_gc", timeout=_settings.command_timeout + 300, max_tries=100),
     ]
+    cron_jobs = ([cron(scheduled_gc, hour={_settings.gc_hour}, minute={17}, run_at_startup=False,
+                       timeout=_settings.command_timeout + 300)]
+                 if _settings.gc_hour >= 0 else [])
     on_startup = startup
     on_shutdown = shutdown
     redis_settings = redis_settings(_settings.redis_url)

@@ -11,7 +11,7 @@ import hashlib
 import lzma
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import format_datetime
 
@@ -60,9 +60,14 @@ def packages_stanza(item: PoolFile) -> str:
 
 
 def render_packages(items: Iterable[PoolFile]) -> bytes:
-    """The Packages file: stanzas sorted by package, version and file, blank-line separated."""
-    ordered = sorted(items, key=lambda i: (i.control["Package"], i.filename))
-    return "\n".join(packages_stanza(i) for i in ordered).encode()
+    """The Packages file: stanzas sorted by package and file, blank-line separated."""
+    return join_stanzas(((i.control["Package"], i.filename), packages_stanza(i))
+                        for i in items)
+
+
+def join_stanzas(items: Iterable[tuple[tuple[str, str], str]]) -> bytes:
+    """Already rendered stanzas, each with its (package, file) sort key."""
+    return "\n".join(text for _, text in sorted(items)).encode()
 
 
 def _gzip(data: bytes) -> bytes:
@@ -70,7 +75,9 @@ def _gzip(data: bytes) -> bytes:
 
 
 def _xz(data: bytes) -> bytes:
-    return lzma.compress(data, preset=6)
+    # Preset 0: a quarter of preset 6's time for an index about a fifth larger (a
+    # 5,000-package Packages: 0.07 s instead of 0.31 s); publishing waits for it.
+    return lzma.compress(data, preset=0)
 
 
 def compressed_forms(data: bytes, pool: ThreadPoolExecutor | None = None) -> dict[str, bytes]:
@@ -86,14 +93,12 @@ def compressed_forms(data: bytes, pool: ThreadPoolExecutor | None = None) -> dic
 class IndexFile:
     path: str  # relative to dists/<suite>/
     data: bytes
+    md5: str = field(init=False)
+    sha256: str = field(init=False)
 
-    @property
-    def md5(self) -> str:
-        return hashlib.md5(self.data).hexdigest()
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
+    def __post_init__(self) -> None:  # hashed once: Release lists both, the store uses one
+        object.__setattr__(self, "md5", hashlib.md5(self.data).hexdigest())
+        object.__setattr__(self, "sha256", hashlib.sha256(self.data).hexdigest())
 
 
 def apt_date(when: datetime) -> str:

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from app.debian.names import ARCH_PATTERN, PACKAGE_PATTERN, VERSION_PATTERN
 from app.deps import MAX_DB_INT, AdminDep, BlobsDep, DbId, Offset, SessionDep
 from app.errors import ApiError, not_found
+from app.http_files import BlobFileResponse
 from app.models import Artifact, ArtifactKind
 from app.models.artifact import ArtifactRole
 from app.schemas.artifact import ArtifactList, ArtifactOut
@@ -75,7 +76,7 @@ async def download(artifact_id: DbId, session: SessionDep, blobs: BlobsDep, _: A
     suffix = "." + artifact.filename.rsplit(".", 1)[-1] if "." in artifact.filename else ""
     # Names are validated to a safe ASCII set, so the plain filename= form is used:
     # `curl -OJ` and wget read it, while they ignore the RFC 5987 filename*= form.
-    return FileResponse(
+    return BlobFileResponse(
         path, media_type=MEDIA_TYPES.get(suffix, "application/octet-stream"),
         headers={"X-Checksum-Sha256": artifact.sha256,
                  "Content-Disposition": f'attachment; filename="{artifact.filename}"'},

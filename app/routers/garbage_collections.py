@@ -1,5 +1,5 @@
 """Blob garbage collection runs: start one, follow it. The worker also starts one every
-CLUSTERFORGE_GC_INTERVAL seconds."""
+day at CLUSTERFORGE_GC_HOUR:17 UTC."""
 
 from __future__ import annotations
 

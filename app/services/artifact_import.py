@@ -16,11 +16,11 @@ from app.models.artifact import ArtifactRole
 
 async def store_deb(session: AsyncSession, blobs: BlobStore, deb: Path,
                     build_id: int | None = None) -> Artifact:
-    sha, size = await asyncio.to_thread(blobs.put_file, deb)
+    sha, size, md5 = await asyncio.to_thread(blobs.put_deb, deb)
     fields = await asyncio.to_thread(control_fields, deb)
     artifact = Artifact(
         build_id=build_id, role=ArtifactRole.output, kind=ArtifactKind.deb,
-        filename=deb.name, sha256=sha, size=size, control=fields,
+        filename=deb.name, sha256=sha, md5=md5, size=size, control=fields,
         package=fields.get("Package"), version=fields.get("Version"),
         architecture=fields.get("Architecture"))
     session.add(artifact)

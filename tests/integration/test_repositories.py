@@ -377,3 +377,21 @@ async def test_garbage_collection_removes_only_unreferenced_blobs(
     assert pub["release_sha256"] == hashlib.sha256(text.encode()).hexdigest()
     assert (await client.post("/api/v1/garbage-collections",
                               json={"grace_seconds": -1})).status_code == 422
+
+
+async def test_publish_can_wait_for_the_result(app, client, run_worker, fixtures_dir):
+    [art] = await store_debs(app, [make_binary_deb(fixtures_dir, "cf-wait", "1.0")])
+    await create_repository(client, "cluster")
+
+    async def worker_soon() -> None:
+        await asyncio.sleep(0.5)
+        await run_worker()
+
+    resp, _ = await asyncio.gather(
+        client.post("/api/v1/repositories/cluster/publish?wait=60",
+                    json={"suite": "bookworm", "artifacts": [art]}),
+        worker_soon())
+    assert resp.status_code == 200, resp.text  # finished within the wait: 200, not 202
+    body = resp.json()
+    assert body["status"] == "succeeded" and body["current"] is True
+    assert [s["name"] for s in body["steps"]] == ["collect", "index", "sign", "switch"]
