@@ -147,6 +147,13 @@ async def _fresh_pg_database(url: str) -> str:
     return f"{base}/{name}"
 
 
+async def _drop_pg_database(url: str, name: str) -> None:
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    async with engine.connect() as conn:
+        await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    await engine.dispose()
+
+
 def _alembic(url: str) -> None:
     from alembic import command
     from alembic.config import Config
@@ -168,10 +175,13 @@ async def main() -> int:
         return 2
 
     tmp = Path(tempfile.mkdtemp(prefix="cf-bench-publish-"))
+    pg_name = None
     try:
         data = tmp / "data"
         url = (await _fresh_pg_database(args.database_url) if args.database_url
                else f"sqlite+aiosqlite:///{data / 'db.sqlite3'}")
+        if args.database_url:
+            pg_name = url.rsplit("/", 1)[1]
         settings = Settings(data_dir=data, database_url=url, queue_name="cf-bench")
         settings.ensure_dirs()
         await asyncio.to_thread(_alembic, url)
@@ -233,6 +243,8 @@ async def main() -> int:
         return 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if pg_name:
+            await _drop_pg_database(args.database_url, pg_name)
 
 
 async def _shas(ctx: dict, ids: list[int]) -> list[str]:

@@ -33,9 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -49,20 +47,16 @@ from pathlib import Path
 
 import httpx
 from debian.changelog import Changelog
+from service import ROOT, BenchError, BenchService
 
-ROOT = Path(__file__).resolve().parent.parent
 SOURCE = "watchdog"
 VERSION = "5.16-1"
 SERIES = "cluster-selffence"
 PLAIN_VERSION = f"{VERSION}+bench1"
 POLL_INTERVAL = 0.1
 BUILD_TIMEOUT = 900.0
-START_TIMEOUT = 120.0
-STOP_GRACE = 30.0
 
 
-class BenchError(RuntimeError):
-    """A build or the service failed; the message says which and where to look."""
 
 
 @dataclass
@@ -71,10 +65,6 @@ class Timing:
     steps: dict[str, float] = field(default_factory=dict)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def deb_build_options() -> str:
@@ -85,58 +75,8 @@ def deb_build_options() -> str:
 # --------------------------------------------------------------------------- service
 
 
-class Service:
-    """`clusterforge run` in its own process group, with a private data dir and Redis."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        redis_port = free_port()
-        while redis_port == self.port:
-            redis_port = free_port()
-        self.token = "cfa_" + secrets.token_urlsafe(32)
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "CLUSTERFORGE_DATA": str(data_dir),
-            "CLUSTERFORGE_PORT": str(self.port),
-            "CLUSTERFORGE_ADMIN_TOKEN": self.token,
-            "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        }
-        self.log_path = data_dir.parent / "service.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [str(ROOT / ".venv" / "bin" / "clusterforge"), "run"],
-                cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + START_TIMEOUT
-        with httpx.Client(timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise BenchError(f"clusterforge run exited with {self.proc.returncode}; "
-                                     f"see {self.log_path}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get(f"{self.base}/healthz").status_code == 200:
-                        return
-                time.sleep(0.2)
-        raise BenchError(f"the service did not answer /healthz in {START_TIMEOUT:.0f} s; "
-                         f"see {self.log_path}")
-
-    def stop(self) -> None:
-        """SIGINT to the whole group (as Ctrl-C would), SIGKILL after the grace time."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGINT)
-        try:
-            self.proc.wait(STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+class Service(BenchService):
+    """The service, plus what this benchmark asks of it."""
 
     def build(self, client: httpx.Client) -> Timing:
         headers = {"Authorization": f"Bearer {self.token}"}

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import re
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi import Path as PathParam
@@ -123,22 +123,16 @@ async def _key_response(request: Request, repo: Repository, armor: bool) -> Resp
     return Response(body, media_type=media, headers=headers)
 
 
-@router.api_route("/{repository}/key.asc", methods=GET_HEAD)
-async def key_asc(repository: RepoName, request: Request, session: SessionDep) -> Response:
-    """The repository's public signing key, armored (for Signed-By: ...asc)."""
+@router.api_route("/{repository}/key.{form}", methods=GET_HEAD)
+async def public_key(repository: RepoName, form: Literal["asc", "gpg"], request: Request,
+                     session: SessionDep) -> Response:
+    """The repository's public signing key: key.asc armored (for Signed-By: ...asc),
+    key.gpg binary (for /etc/apt/keyrings/*.gpg). Public even for a read-protected
+    repository: it is what a node needs before it has anything else."""
     repo = await session.scalar(select(Repository).where(Repository.name == repository))
     if repo is None:
         raise _not_found(f"repository {repository}")
-    return await _key_response(request, repo, armor=True)
-
-
-@router.api_route("/{repository}/key.gpg", methods=GET_HEAD)
-async def key_gpg(repository: RepoName, request: Request, session: SessionDep) -> Response:
-    """The repository's public signing key, binary (for /etc/apt/keyrings/*.gpg)."""
-    repo = await session.scalar(select(Repository).where(Repository.name == repository))
-    if repo is None:
-        raise _not_found(f"repository {repository}")
-    return await _key_response(request, repo, armor=False)
+    return await _key_response(request, repo, armor=form == "asc")
 
 
 @router.api_route("/{repository}/sources/{suite}", methods=GET_HEAD)
