@@ -61,12 +61,12 @@ class BlobStore:
             sha = digest.hexdigest()
             dest = self.path(sha)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            if dest.exists():
-                os.unlink(tmp)
-                # Fresh again: the garbage collector spares young blobs, and this one
-                # is about to be referenced by a new row.
+            try:
+                # Already stored: make it young again (the garbage collector spares young
+                # blobs, and this one is about to be referenced by a new row).
                 os.utime(dest)
-            else:
+                os.unlink(tmp)
+            except FileNotFoundError:  # not stored, or just collected: store it
                 os.chmod(tmp, 0o644)
                 os.replace(tmp, dest)
             return sha, size

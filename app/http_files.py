@@ -4,7 +4,7 @@ ranges (206) streamed from disk, never read whole into memory."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 
@@ -45,9 +45,13 @@ def _not_modified(request: Request, etag: str, last_modified: datetime,
     if ims and immutable:
         try:
             since = parsedate_to_datetime(ims)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, IndexError):
             return False
-        return since is not None and last_modified.replace(microsecond=0) <= since
+        if since is None:
+            return False
+        if since.tzinfo is None:  # "-0000" or no zone: RFC 5322 says UTC
+            since = since.replace(tzinfo=UTC)
+        return last_modified.replace(microsecond=0) <= since
     return False
 
 

@@ -14,7 +14,7 @@ from app.blobs import BlobStore
 from app.db import make_engine, make_sessionmaker
 from app.debian.signing import SigningKey
 from app.errors import install_error_handlers
-from app.limits import BodySizeLimit
+from app.limits import BodySizeLimit, RejectControlCharacters
 from app.queue import Queue
 from app.routers import (
     apt,
@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(RejectControlCharacters)
 
     api = APIRouter(prefix=API_PREFIX)
     for module in (health, builds, artifacts, patch_series, repositories,

@@ -248,12 +248,12 @@ async def chroot(tmp_path: Path):
 
 @pytest.fixture(scope="session", autouse=True)
 def _remove_gnupg_shortcuts(tmp_path_factory) -> Iterator[None]:
-    """app.debian.signing reaches deep gpg homes through /tmp/cf-gnupg-* symlinks; the
-    ones pointing into this run's temporary directories go with the run."""
+    """app.debian.signing reaches deep gpg homes through symlinks in /tmp/cf-gnupg-<uid>/;
+    the ones pointing into this run's temporary directories go with the run."""
     yield
     import tempfile
 
     base = str(tmp_path_factory.getbasetemp())
-    for link in Path(tempfile.gettempdir()).glob(f"cf-gnupg-{os.getuid()}-*"):
+    for link in (Path(tempfile.gettempdir()) / f"cf-gnupg-{os.getuid()}").glob("*"):
         if link.is_symlink() and os.readlink(link).startswith(base):
             link.unlink(missing_ok=True)

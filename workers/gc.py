@@ -6,7 +6,9 @@ because an upload or a build may have stored it a moment before committing its r
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from pathlib import Path
 
 from sqlalchemy import select, union
 
@@ -32,6 +34,26 @@ class GcPipeline:
             job.log.write(f"removed {removed} blob(s), {size} bytes; kept {kept}")
             await job.update_row(removed_blobs=removed, removed_bytes=size, kept_blobs=kept)
 
+    @staticmethod
+    def _remove(path: Path, older_than: float) -> bool:
+        """Move the blob aside, then look again: a store of the same content may have
+        made it young (BlobStore.put_stream touches an existing blob) between our
+        first look and the move. Then it goes back; otherwise it is deleted. A store
+        that comes after the move finds no blob and writes it anew."""
+        aside = path.with_name(path.name + ".gc")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return False
+        if aside.stat().st_mtime > older_than:
+            if not path.exists():
+                os.rename(aside, path)
+            else:
+                aside.unlink()
+            return False
+        aside.unlink()
+        return True
+
     def _sweep(self, referenced: set[str], older_than: float) -> tuple[int, int, int]:
         removed = size = kept = 0
         root = self.blobs.root / "sha256"
@@ -40,14 +62,16 @@ class GcPipeline:
                 continue
             for path in sub.iterdir():
                 sha = sub.name + path.name
+                if path.name.endswith(".gc"):  # left by a collector that died mid-way
+                    path.unlink(missing_ok=True)
+                    continue
                 if sha in referenced:
                     kept += 1
                     continue
                 st = path.stat()
-                if st.st_mtime > older_than:
+                if st.st_mtime > older_than or not self._remove(path, older_than):
                     kept += 1
                     continue
-                path.unlink(missing_ok=True)
                 self.job.log.write(f"removed {sha} ({st.st_size} bytes)")
                 removed += 1
                 size += st.st_size

@@ -13,12 +13,12 @@ import asyncio
 import hashlib
 import io
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from arq import Retry
-from sqlalchemy import func, insert, literal, or_, select, update
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy import delete, func, insert, literal, or_, select, update
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from app.blobs import BlobStore
 from app.debian.apt_index import (
@@ -39,12 +39,13 @@ from app.models import (
     PublicationEntry,
     PublicationFile,
     Repository,
+    RepositoryPoolFile,
     RepositorySuite,
 )
+from app.models.repository import publication_job_id
 from workers.context import WorkerContext
 from workers.job import Job, StepFailed
 
-WAIT_POLL = 0.2
 # Rendered Packages stanzas by (sha256 of the .deb, pool path): content-determined, so
 # safe to share between publications, repositories and databases in one process.
 _STANZA_CACHE: dict[tuple[str, str], str] = {}
@@ -101,7 +102,6 @@ class PublishPipeline:
 
     async def __call__(self, job: Job) -> None:
         async with job.step("collect"):
-            await self.wait_for_earlier()
             count = await self.collect()
             job.log.write(f"{count} package(s) in {self.repo.name}/{self.pub.suite} "
                           f"publication {self.pub.number}")
@@ -112,28 +112,12 @@ class PublishPipeline:
         async with job.step("switch"):
             await self.switch()
         if self.entries is not None:
-            _remember(self.cache_key(self.pub.id), self.entries)
+            _remember(self.cache_key(self.pub.id, self.pub.queue_key), self.entries)
 
-    def cache_key(self, publication_id: int) -> tuple[str, int]:
-        return (self.job.settings.resolved_database_url, publication_id)
-
-    async def wait_for_earlier(self) -> None:
-        """Two publications of one suite never build at once: each starts from the
-        contents of the one before it."""
-        logged = False
-        while True:
-            async with self.sessionmaker() as session:
-                earlier = await session.scalar(select(Publication.id).where(
-                    Publication.repository_id == self.repo.id,
-                    Publication.suite == self.pub.suite,
-                    Publication.number < self.pub.number,
-                    Publication.status.in_([JobStatus.queued, JobStatus.running])).limit(1))
-            if earlier is None:
-                return
-            if not logged:
-                self.job.log.write(f"waiting for publication {earlier} of the same suite")
-                logged = True
-            await asyncio.sleep(WAIT_POLL)
+    def cache_key(self, publication_id: int, queue_key: str) -> tuple[str, int, str]:
+        """The random queue_key makes the key unique even across databases that reuse
+        ids behind one URL (a restore, a recreated database)."""
+        return (self.job.settings.resolved_database_url, publication_id, queue_key)
 
     async def collect(self) -> int:
         """The new publication's entries, written by the database itself: a copy of the
@@ -145,6 +129,10 @@ class PublishPipeline:
         added: list[dict[str, Any]] = []
         rows: Any = []
         async with self.sessionmaker() as session:
+            # A publication handed back by a stopping worker starts over from nothing.
+            for table in (PublicationEntry, PublicationFile):
+                await session.execute(delete(table).where(
+                    table.publication_id == self.pub.id))
             if copy_from is None:
                 component = request.get("component", self.repo.components[0])
                 rows = (await session.execute(
@@ -172,6 +160,7 @@ class PublishPipeline:
                     .where(PublicationEntry.publication_id == copy_from,
                            PublicationEntry.artifact_id.not_in(dropped))))
             if added:
+                await self._claim_pool_paths(session, added, {r.id: r.sha256 for r in rows})
                 # Core, not ORM: no per-row cost for a 5,000-package first publication
                 await session.execute(PublicationEntry.__table__.insert(), added)
             count = await session.scalar(select(func.count()).select_from(
@@ -179,7 +168,12 @@ class PublishPipeline:
             await session.execute(update(Publication).where(Publication.id == self.pub.id)
                                   .values(package_count=count))
             await session.commit()
-        base = [] if copy_from is None else _ENTRIES.get(self.cache_key(copy_from))
+        base: list[Entry] | None = []
+        if copy_from is not None:
+            async with self.sessionmaker() as session:
+                base_key = await session.scalar(select(Publication.queue_key).where(
+                    Publication.id == copy_from))
+            base = _ENTRIES.get(self.cache_key(copy_from, base_key or ""))
         if base is not None:
             by_id = {a.id: a for a in rows} if request.get("republish") is None else {}
             entries = [e for e in base if e.artifact_id not in dropped]
@@ -190,6 +184,35 @@ class PublishPipeline:
             self.entries = entries if len(entries) == count else None
         self.count = count
         return count
+
+    async def _claim_pool_paths(self, session, added: list[dict[str, Any]],
+                                shas: dict[int, str]) -> None:
+        """Record each new pool path with the file it holds, or fail when the
+        repository already holds a different file there (another suite, or a
+        publication accepted at the same time): a pool file never changes."""
+        paths = {e["pool_path"]: e["artifact_id"] for e in added}
+        held: dict[str, str] = {}
+        items = sorted(paths)
+        for start in range(0, len(items), 500):
+            held.update((await session.execute(
+                select(RepositoryPoolFile.pool_path, RepositoryPoolFile.sha256).where(
+                    RepositoryPoolFile.repository_id == self.repo.id,
+                    RepositoryPoolFile.pool_path.in_(items[start:start + 500])))).all())
+        clashes = sorted(p for p, aid in paths.items() if p in held and held[p] != shas[aid])
+        if clashes:
+            raise StepFailed(f"pool conflict: {clashes[0]} already holds a different file in "
+                             f"repository {self.repo.name}; a pool file never changes once "
+                             "published (rebuild to get a new version)")
+        new = [{"repository_id": self.repo.id, "pool_path": p, "artifact_id": aid,
+                "sha256": shas[aid]} for p, aid in paths.items() if p not in held]
+        if new:
+            try:
+                async with session.begin_nested():
+                    await session.execute(RepositoryPoolFile.__table__.insert(), new)
+            except IntegrityError as exc:  # a publication of another suite, just now
+                raise StepFailed("pool conflict: another publication of this repository "
+                                 "registered the same pool path at the same time; publish "
+                                 "again") from exc
 
     @staticmethod
     async def _replaced(session, base: int, component: str, added,
@@ -357,6 +380,50 @@ async def run_publication(ctx: WorkerContext, publication_id: int) -> str:
         raise Retry(defer=min(60, 5 * ctx.get("job_try", 1))) from exc
     if pub is None or repo is None:
         return "skipped: no such publication"
+    if pub.status == JobStatus.queued and await _earlier_pending(ctx, pub):
+        # Publications of a suite run in order, each from the one before. Waiting here
+        # would hold a job slot the earlier publication may need: hand it back to arq.
+        raise Retry(defer=min(5.0, 0.25 * ctx.get("job_try", 1)))
     job = Job(ctx, publication_id, model=Publication, kind="publications",
               deadline=ctx["settings"].publish_timeout)
     return await job.execute(PublishPipeline(job, pub, repo, ctx["blobs"], signing_key(ctx)))
+
+
+async def _earlier_pending(ctx: WorkerContext, pub: Publication) -> bool:
+    async with ctx["sessionmaker"]() as session:
+        return await session.scalar(select(Publication.id).where(
+            Publication.repository_id == pub.repository_id, Publication.suite == pub.suite,
+            Publication.number < pub.number,
+            Publication.status.in_([JobStatus.queued, JobStatus.running])).limit(1)) is not None
+
+
+async def refresh_expiring(ctx: WorkerContext) -> str:
+    """Hourly (arq cron, unique across workers): a suite whose Release has used half of
+    its Valid-Until window is published again as it is, so nodes never see "Release
+    file ... is expired" just because nothing new was published for a week."""
+    from app.services.repositories import create_publication
+
+    now = datetime.now(UTC)
+    refreshed = []
+    async with ctx["sessionmaker"]() as session:
+        rows = (await session.execute(
+            select(Repository, RepositorySuite.suite, Publication.id, Publication.published_at)
+            .join(RepositorySuite, RepositorySuite.repository_id == Repository.id)
+            .join(Publication, Publication.id == RepositorySuite.publication_id))).all()
+        for repo, suite, current, published_at in rows:
+            if published_at is None or published_at + timedelta(
+                    days=repo.valid_days / 2) > now:
+                continue
+            pending = await session.scalar(select(Publication.id).where(
+                Publication.repository_id == repo.id, Publication.suite == suite,
+                Publication.status.in_([JobStatus.queued, JobStatus.running])).limit(1))
+            if pending is not None:
+                continue
+            pub = await create_publication(session, repo, suite, {
+                "asked": {"suite": suite, "publication": current, "reason": "refresh"},
+                "republish": current})
+            await session.commit()
+            await ctx["redis"].enqueue_job("run_publication", pub.id,
+                                           _job_id=publication_job_id(pub.id, pub.queue_key))
+            refreshed.append(f"{repo.name}/{suite}")
+    return f"refreshed {', '.join(refreshed) or 'nothing'}"

@@ -17,7 +17,7 @@ from workers.build import run_build
 from workers.context import WorkerContext
 from workers.gc import run_gc, scheduled_gc
 from workers.leases import reconcile, reconcile_forever
-from workers.publish import run_publication, signing_key
+from workers.publish import refresh_expiring, run_publication, signing_key
 
 _settings = get_settings()
 
@@ -57,13 +57,17 @@ class WorkerSettings:
     # again); a failed build is a result, never retried.
     functions = [
         func(run_build, name="run_build", timeout=_job_timeout(), max_tries=100),
+        # Many tries: a publication waiting for an earlier one of its suite retries
+        # (up to every 5 s) instead of holding a slot.
         func(run_publication, name="run_publication",
-             timeout=_settings.publish_timeout + 300, max_tries=100),
+             timeout=_settings.publish_timeout + 300, max_tries=2000),
         func(run_gc, name="run_gc", timeout=_settings.command_timeout + 300, max_tries=100),
     ]
-    cron_jobs = ([cron(scheduled_gc, hour={_settings.gc_hour}, minute={17}, run_at_startup=False,
-                       timeout=_settings.command_timeout + 300)]
-                 if _settings.gc_hour >= 0 else [])
+    cron_jobs = [
+        cron(refresh_expiring, minute={41}, run_at_startup=True, timeout=300),
+        *([cron(scheduled_gc, hour={_settings.gc_hour}, minute={17},
+                timeout=_settings.command_timeout + 300)] if _settings.gc_hour >= 0 else []),
+    ]
     on_startup = startup
     on_shutdown = shutdown
     redis_settings = redis_settings(_settings.redis_url)

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -27,21 +28,26 @@ class SigningError(RuntimeError):
     pass
 
 
+def _private_dir() -> Path:
+    """/tmp/cf-gnupg-<uid>/, ours alone: made 0700, and refused if anyone else made it
+    (a predictable name in a shared /tmp must not let another user redirect gpg)."""
+    base = Path(tempfile.gettempdir()) / f"cf-gnupg-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        base.mkdir(mode=0o700)
+    st = base.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise SigningError(f"{base} is not a private directory of this user; remove it "
+                           "or set CLUSTERFORGE_DATA to a shorter path")
+    return base
+
+
 def _short_home(home: Path) -> Path:
     if len(str(home)) <= MAX_HOME_LENGTH:
         return home
-    digest = hashlib.sha256(str(home).encode()).hexdigest()[:16]
-    link = Path(tempfile.gettempdir()) / f"cf-gnupg-{os.getuid()}-{digest}"
-    try:
-        st = link.lstat()
-    except FileNotFoundError:
-        st = None
-    if st is not None:
-        # Only a symlink of ours to this very home may be reused.
-        if st.st_uid == os.getuid() and link.is_symlink() and os.readlink(link) == str(home):
-            return link
-        link.unlink()
-    tmp = link.with_name(link.name + f".{os.getpid()}")
+    link = _private_dir() / hashlib.sha256(str(home).encode()).hexdigest()[:16]
+    if link.is_symlink() and os.readlink(link) == str(home):
+        return link
+    tmp = link.with_name(f"{link.name}.{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     tmp.symlink_to(home)

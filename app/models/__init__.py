@@ -10,10 +10,11 @@ from app.models.repository import (
     PublicationFile,
     Repository,
     RepositoryCredential,
+    RepositoryPoolFile,
     RepositorySuite,
 )
 from app.models.token import ApiToken, TokenKind
 
 __all__ = ["ApiToken", "Artifact", "ArtifactKind", "Base", "Build", "GarbageCollection",
            "JobStatus", "Publication", "PublicationEntry", "PublicationFile", "Repository",
-           "RepositoryCredential", "RepositorySuite", "TokenKind"]
+           "RepositoryCredential", "RepositoryPoolFile", "RepositorySuite", "TokenKind"]

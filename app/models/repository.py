@@ -90,6 +90,23 @@ class PublicationEntry(Base):
     pool_path: Mapped[str] = mapped_column(String(600), index=True)
 
 
+class RepositoryPoolFile(Base):
+    """What each pool path of a repository holds, once and for good: the database
+    refuses a second, different file under a published path (unique constraint), so
+    no two suites or publications can ever disagree about a .deb."""
+
+    __tablename__ = "repository_pool"
+    __table_args__ = (UniqueConstraint("repository_id", "pool_path"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(
+        ForeignKey("repositories.id", ondelete="CASCADE"))
+    pool_path: Mapped[str] = mapped_column(String(600))
+    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id"))
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class PublicationFile(Base):
     """A generated file under dists/<suite>/ (Release, InRelease, Packages.xz ...)."""
 

@@ -26,12 +26,11 @@ from app.deps import BlobsDep, SessionDep, SettingsDep
 from app.errors import ApiError
 from app.http_files import IMMUTABLE, REVALIDATE, file_response, media_type_for
 from app.models import (
-    Artifact,
     Publication,
-    PublicationEntry,
     PublicationFile,
     Repository,
     RepositoryCredential,
+    RepositoryPoolFile,
     RepositorySuite,
     TokenKind,
 )
@@ -66,7 +65,9 @@ async def _basic_credentials(request: Request) -> tuple[str, str] | None:
     except (binascii.Error, UnicodeDecodeError):
         return None
     user, sep, password = decoded.partition(":")
-    return (user, password) if sep else None
+    if not sep or any(ord(c) < 32 or c == "\x7f" for c in decoded):
+        return None  # no credential has control characters (and PostgreSQL refuses NUL)
+    return user, password
 
 
 async def readable_repository(repository: RepoName, request: Request,
@@ -201,11 +202,9 @@ async def pool_file(repo: ReadableRepo, path: str, request: Request, session: Se
                     blobs: BlobsDep) -> Response:
     """A published .deb. Pool files never change once published (see pool_conflict)."""
     row = (await session.execute(
-        select(Artifact.sha256, Artifact.created_at)
-        .join(PublicationEntry, PublicationEntry.artifact_id == Artifact.id)
-        .join(Publication, Publication.id == PublicationEntry.publication_id)
-        .where(Publication.repository_id == repo.id, Publication.published_at.is_not(None),
-               PublicationEntry.pool_path == f"pool/{path}").limit(1))).first()
+        select(RepositoryPoolFile.sha256, RepositoryPoolFile.created_at)
+        .where(RepositoryPoolFile.repository_id == repo.id,
+               RepositoryPoolFile.pool_path == f"pool/{path}"))).first()
     if row is None:
         raise _not_found(f"pool/{path} in repository {repo.name}")
     return _blob(request, blobs, row.sha256, row.created_at, path, IMMUTABLE)

@@ -207,7 +207,9 @@ async def list_credentials(name: RepoName, session: SessionDep,
 
 @router.delete("/{name}/credentials/{username}", status_code=204)
 async def revoke_credential(name: RepoName, session: SessionDep, _: AdminDep,
-                            username: Annotated[str, Path(max_length=64)]) -> Response:
+                            username: Annotated[str, Path(
+                                max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")],
+                            ) -> Response:
     repo = await service.get_repository(session, name)
     result = await session.execute(update(RepositoryCredential).where(
         RepositoryCredential.repository_id == repo.id,

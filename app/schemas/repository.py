@@ -213,9 +213,10 @@ class CredentialList(BaseModel):
 class GarbageCollectionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    grace_seconds: int = Field(3600, ge=0, le=30 * 86400,
+    grace_seconds: int = Field(3600, ge=300, le=30 * 86400,
                                description="Blobs younger than this are kept even when "
-                               "nothing references them yet (an upload in flight).")
+                               "nothing references them yet (an upload or a build "
+                               "storing its files); at least 300.")
 
 
 class GarbageCollectionOut(BaseModel):

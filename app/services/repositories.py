@@ -23,9 +23,9 @@ from app.models import (
     Build,
     JobStatus,
     Publication,
-    PublicationEntry,
     Repository,
     RepositoryCredential,
+    RepositoryPoolFile,
     RepositorySuite,
 )
 from app.models.artifact import ArtifactRole
@@ -217,16 +217,15 @@ async def resolve_publish(session: AsyncSession, repo: Repository,
 async def _check_pool_conflicts(session: AsyncSession, repo: Repository,
                                 paths: dict[str, Artifact]) -> None:
     """A pool file never changes once published: a different file under the same
-    pool path would break every client that cached the old one."""
+    pool path would break every client that cached the old one. (The worker checks
+    again, against publications accepted meanwhile; the database has the last word.)"""
     if not paths:
         return
     rows = (await session.execute(
-        select(PublicationEntry.pool_path, Artifact.sha256, Artifact.id)
-        .join(Artifact, Artifact.id == PublicationEntry.artifact_id)
-        .join(Publication, Publication.id == PublicationEntry.publication_id)
-        .where(Publication.repository_id == repo.id,
-               PublicationEntry.pool_path.in_(list(paths))))).all()
-    clashes = sorted({path for path, sha, _ in rows if sha != paths[path].sha256})
+        select(RepositoryPoolFile.pool_path, RepositoryPoolFile.sha256)
+        .where(RepositoryPoolFile.repository_id == repo.id,
+               RepositoryPoolFile.pool_path.in_(list(paths))))).all()
+    clashes = sorted({path for path, sha in rows if sha != paths[path].sha256})
     if clashes:
         raise ApiError(409, "pool_conflict",
                        f"{clashes[0]} is already published in {repo.name} with different "

@@ -1,8 +1,9 @@
-"""Apt repositories, suites, immutable publications, read credentials, GC runs; artifacts.md5.
+"""Apt repositories, suites, immutable publications, pool files, read credentials, GC runs;
+artifacts.md5.
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-25 13:11:34.357235
+Create Date: 2026-11-25 13:40:01.330492
 """
 from collections.abc import Sequence
 
@@ -121,6 +122,18 @@ def upgrade() -> None:
     with op.batch_alter_table('publication_files', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_publication_files_sha256'), ['sha256'], unique=False)
 
+    op.create_table('repository_pool',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('repository_id', sa.Integer(), nullable=False),
+    sa.Column('pool_path', sa.String(length=600), nullable=False),
+    sa.Column('artifact_id', sa.Integer(), nullable=False),
+    sa.Column('sha256', sa.String(length=64), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['artifact_id'], ['artifacts.id'], name=op.f('fk_repository_pool_artifact_id_artifacts')),
+    sa.ForeignKeyConstraint(['repository_id'], ['repositories.id'], name=op.f('fk_repository_pool_repository_id_repositories'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_repository_pool')),
+    sa.UniqueConstraint('repository_id', 'pool_path', name=op.f('uq_repository_pool_repository_id_pool_path'))
+    )
     op.create_table('repository_suites',
     sa.Column('repository_id', sa.Integer(), nullable=False),
     sa.Column('suite', sa.String(length=64), nullable=False),
@@ -140,6 +153,7 @@ def downgrade() -> None:
         batch_op.drop_column('md5')
 
     op.drop_table('repository_suites')
+    op.drop_table('repository_pool')
     with op.batch_alter_table('publication_files', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_publication_files_sha256'))
 

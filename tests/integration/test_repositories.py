@@ -13,8 +13,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from arq.connections import create_pool
 from debian.deb822 import Packages, Release
 
+from app.queue import redis_settings
 from tests.debfixtures import make_binary_deb, make_native_source
 from tests.integration.helpers import (
     create_repository,
@@ -379,12 +381,19 @@ async def test_garbage_collection_removes_only_unreferenced_blobs(
                               json={"grace_seconds": -1})).status_code == 422
 
 
-async def test_publish_can_wait_for_the_result(app, client, run_worker, fixtures_dir):
+async def test_publish_can_wait_for_the_result(app, client, run_worker, fixtures_dir,
+                                               settings):
     [art] = await store_debs(app, [make_binary_deb(fixtures_dir, "cf-wait", "1.0")])
     await create_repository(client, "cluster")
 
     async def worker_soon() -> None:
-        await asyncio.sleep(0.5)
+        """A burst worker stops at an empty queue: start it once the job is there."""
+        pool = await create_pool(redis_settings(settings.redis_url))
+        try:
+            while not await pool.zcard(settings.resolved_queue_name):
+                await asyncio.sleep(0.05)
+        finally:
+            await pool.aclose()
         await run_worker()
 
     resp, _ = await asyncio.gather(
