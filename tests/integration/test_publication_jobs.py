@@ -147,7 +147,7 @@ async def test_hostile_request_details_get_4xx_never_500(
         resp = await anon_client.get(pool, headers={"If-Modified-Since": value})
         assert resp.status_code == 200, (value, resp.text)
     for url in ("/apt/cluster/dists/bookworm/%00", "/apt/cluster/pool/%00",
-                "/api/v1/builds?source=a%00"):
+                "/apt/cluster/pool/main/%0a", "/api/v1/builds/%00"):
         resp = await client.get(url)
         assert resp.status_code == 400, (url, resp.text)
         assert resp.json()["error"]["code"] == "bad_request"
