@@ -103,8 +103,26 @@ async def _stop(procs: list[asyncio.subprocess.Process], grace: float = 10.0) ->
             await p.wait()
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Checked before anything starts: a busy port found by uvicorn only after the
+    first start made (and printed, once) the admin token would cost the user it."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 async def run_service(settings: Settings) -> int:
     settings.ensure_dirs()
+    if port_in_use(settings.host, settings.port):
+        print(f"port {settings.port} on {settings.host} is in use: stop what listens "
+              "there or set CLUSTERFORGE_PORT", file=sys.stderr)
+        return 1
     redis_proc = None
     if await redis_answers(settings.redis_url):
         print(f"using the Redis that answers at {settings.redis_url} "
@@ -137,13 +155,16 @@ async def run_service(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    waiters = [asyncio.create_task(p.wait()) for p in children]
+    names = {api: "the API (uvicorn)", worker: "the worker (arq)"}
+    waiters = {asyncio.create_task(p.wait()): p for p in children}
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([*waiters, stopper], return_when=asyncio.FIRST_COMPLETED)
     code = 0
     if stopper not in done:
         code = 1
-        print("a process exited; stopping the others", file=sys.stderr)
+        gone = [names[waiters[t]] for t in done if t in waiters]
+        print(f"{' and '.join(gone)} exited (see its output above); stopping the others",
+              file=sys.stderr)
     stopper.cancel()
     await _stop(children)
     if redis_proc:

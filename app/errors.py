@@ -71,7 +71,8 @@ def install_error_handlers(app: FastAPI) -> None:
         problems = [
             {
                 "location": [str(p) for p in err.get("loc", ())],
-                "message": err.get("msg", ""),
+                # pydantic prefixes our own validators' messages with "Value error, "
+                "message": err.get("msg", "").removeprefix("Value error, "),
                 "type": err.get("type", ""),
             }
             for err in exc.errors()

@@ -74,12 +74,17 @@ async def readable_repository(repository: RepoName, request: Request,
                               session: SessionDep) -> Repository:
     """The repository, once the reader may read it: anyone for a public repository;
     for a read-protected one, HTTP Basic with a repository credential or, as the
-    password, an admin token."""
+    password, an admin token (or the admin token as a Bearer token)."""
     repo = await session.scalar(select(Repository).where(Repository.name == repository))
     if repo is None:
         raise _not_found(f"repository {repository}")
     if not repo.read_protected:
         return repo
+    scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and bearer and bearer.isprintable():
+        token = await find_token(session, bearer.strip())  # scripts holding an admin token
+        if token is not None and token.kind == TokenKind.admin:
+            return repo
     creds = await _basic_credentials(request)
     if creds is None:
         raise _unauthorized(repo.name)

@@ -37,6 +37,7 @@ from app.schemas.repository import (
     RepositoryCreate,
     RepositoryList,
     RepositoryOut,
+    RepositoryUpdate,
 )
 from app.services import repositories as service
 
@@ -72,6 +73,19 @@ async def list_repositories(request: Request, session: SessionDep, settings: Set
 async def get_repository(name: RepoName, request: Request, session: SessionDep,
                          settings: SettingsDep, _: AdminDep) -> RepositoryOut:
     return await _out(request, session, settings, await service.get_repository(session, name))
+
+
+@router.patch("/{name}", response_model=RepositoryOut)
+async def update_repository(name: RepoName, body: RepositoryUpdate, request: Request,
+                            session: SessionDep, settings: SettingsDep,
+                            _: AdminDep) -> RepositoryOut:
+    """Change description, origin, label, valid_days or read protection. Read
+    protection applies at once; the other fields from the next publication."""
+    repo = await service.get_repository(session, name)
+    for field, value in body.model_dump(exclude_none=True).items():
+        setattr(repo, field, value)
+    await session.commit()
+    return await _out(request, session, settings, repo)
 
 
 @router.post("/{name}/publish", response_model=PublicationOut, status_code=202)
@@ -188,9 +202,13 @@ async def create_credential(name: RepoName, body: CredentialCreate, request: Req
     cred, password = await service.create_credential(session, repo, body.username)
     await session.commit()
     base = service.base_url(settings.public_url, str(request.base_url))
+    note = None if repo.read_protected else (
+        f"repository {repo.name} is not read-protected: apt needs no credentials until it "
+        f"is (PATCH /api/v1/repositories/{repo.name} with read_protected true)")
     return CredentialOut(
         id=cred.id, username=cred.username, created_at=cred.created_at, password=password,
-        auth_conf=service.auth_conf_entry(f"{base}/apt/{repo.name}", cred.username, password))
+        auth_conf=service.auth_conf_entry(f"{base}/apt/{repo.name}", cred.username, password),
+        note=note)
 
 
 @router.get("/{name}/credentials", response_model=CredentialList)

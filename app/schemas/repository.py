@@ -65,6 +65,27 @@ class RepositoryCreate(BaseModel):
         return _unique(values, "architecture")
 
 
+class RepositoryUpdate(BaseModel):
+    """What can change without republishing anything now (it shows from the next
+    publication on: Origin, Label, Description, Valid-Until)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str | None = Field(None, max_length=500)
+    origin: str | None = Field(None, min_length=1, max_length=100,
+                               pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._+-]*$")
+    label: str | None = Field(None, min_length=1, max_length=100,
+                              pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._+-]*$")
+    valid_days: int | None = Field(None, ge=1, le=3650)
+    read_protected: bool | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> RepositoryUpdate:
+        if not self.model_dump(exclude_none=True):
+            raise ValueError("nothing to change")
+        return self
+
+
 class SuiteState(BaseModel):
     suite: str
     publication_id: int | None
@@ -203,6 +224,7 @@ class CredentialOut(BaseModel):
     created_at: datetime
     password: str | None = Field(None, description="Shown once, when created.")
     auth_conf: str | None = Field(None, description="The /etc/apt/auth.conf.d/ entry.")
+    note: str | None = None
 
 
 class CredentialList(BaseModel):

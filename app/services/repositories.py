@@ -23,6 +23,7 @@ from app.models import (
     Build,
     JobStatus,
     Publication,
+    PublicationEntry,
     Repository,
     RepositoryCredential,
     RepositoryPoolFile,
@@ -145,7 +146,8 @@ async def resolve_publish(session: AsyncSession, repo: Repository,
         source = await session.get(Publication, req.publication)
         if source is None or source.repository_id != repo.id:
             problems.append(f"publication {req.publication} is not a publication of "
-                            f"repository {repo.name}")
+                            f"repository {repo.name} (give the publication's id from "
+                            f"GET /repositories/{repo.name}/publications, not its number)")
         elif source.status != JobStatus.succeeded:
             problems.append(f"publication {req.publication} is {source.status}; only a "
                             "succeeded publication can be published again")
@@ -166,7 +168,8 @@ async def resolve_publish(session: AsyncSession, repo: Repository,
             problems.append(f"no artifact with id {', '.join(map(str, missing))}")
         for a in rows.values():
             if a.kind != ArtifactKind.deb:
-                problems.append(f"artifact {a.id} ({a.filename}) is a {a.kind}, not a .deb")
+                problems.append(f"artifact {a.id} ({a.filename}) is a {a.kind} file, "
+                                "not a .deb")
             else:
                 chosen.append(a)
     if req.builds:
@@ -177,7 +180,8 @@ async def resolve_publish(session: AsyncSession, repo: Repository,
             if build is None:
                 problems.append(f"no build with id {build_id}")
             elif build.status != JobStatus.succeeded:
-                problems.append(f"build {build_id} is {build.status}, not succeeded")
+                problems.append(f"build {build_id} has status {build.status}; only a "
+                                "succeeded build can be published")
         ok_ids = [b.id for b in builds.values() if b.status == JobStatus.succeeded]
         if ok_ids:
             chosen += (await session.scalars(select(Artifact).where(
@@ -190,6 +194,12 @@ async def resolve_publish(session: AsyncSession, repo: Repository,
             problems.append(f"no stored .deb of package {', '.join(unknown)} for "
                             f"{', '.join(sorted(arches))}")
         chosen += newest
+
+    if req.remove:
+        unknown = await _not_in_suite(session, repo, req.suite, req.remove)
+        if unknown:
+            problems.append(f"nothing to remove: {', '.join(unknown)} "
+                            f"{'is' if len(unknown) == 1 else 'are'} not in suite {req.suite}")
 
     unique = {a.id: a for a in chosen}
     by_key: dict[tuple[str, str], Artifact] = {}
@@ -212,6 +222,21 @@ async def resolve_publish(session: AsyncSession, repo: Repository,
     await _check_pool_conflicts(session, repo, paths)
     return {"asked": asked, "component": component, "add": sorted(a.id for a in by_key.values()),
             "remove": req.remove, "replace": req.replace}
+
+
+async def _not_in_suite(session: AsyncSession, repo: Repository, suite: str,
+                        names: Sequence[str]) -> list[str]:
+    """The names the suite's current publication does not hold (a typo in 'remove'
+    would otherwise publish the same suite again, silently)."""
+    current = await current_publication_id(session, repo.id, suite)
+    present: set[str] = set()
+    if current is not None:
+        present = set((await session.scalars(
+            select(Artifact.package)
+            .join(PublicationEntry, PublicationEntry.artifact_id == Artifact.id)
+            .where(PublicationEntry.publication_id == current,
+                   Artifact.package.in_(list(names))))).all())
+    return [n for n in names if n not in present]
 
 
 async def _check_pool_conflicts(session: AsyncSession, repo: Repository,

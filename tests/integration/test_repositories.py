@@ -11,6 +11,7 @@ import lzma
 import os
 import subprocess
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from arq.connections import create_pool
@@ -182,6 +183,8 @@ async def test_bad_publish_requests_are_refused_and_nothing_is_queued(
         ({"suite": "bookworm", "builds": [4242]}, "no build with id 4242"),
         ({"suite": "bookworm", "packages": ["cf-nothing"]}, "no stored .deb of package"),
         ({"suite": "bookworm"}, "nothing to publish"),
+        ({"suite": "bookworm", "remove": ["cf-ghost"]},
+         "nothing to remove: cf-ghost is not in suite bookworm"),
         ({"suite": "bookworm", "publication": 77}, "not a publication of"),
         ({"suite": "bookworm", "publication": 1, "artifacts": [ok]}, "cannot be combined"),
         ({"suite": "../x", "artifacts": [ok]}, "suite"),
@@ -404,3 +407,33 @@ async def test_publish_can_wait_for_the_result(app, client, run_worker, fixtures
     body = resp.json()
     assert body["status"] == "succeeded" and body["current"] is True
     assert [s["name"] for s in body["steps"]] == ["collect", "index", "sign", "switch"]
+
+
+async def test_read_protection_can_be_turned_on_later(
+    app, client, anon_client, run_worker, fixtures_dir
+):
+    [art] = await store_debs(app, [make_binary_deb(fixtures_dir, "cf-later", "1.0")])
+    await create_repository(client, "cluster")
+    await publish(client, run_worker, "cluster", {"suite": "bookworm", "artifacts": [art]})
+    url = "/apt/cluster/dists/bookworm/InRelease"
+    assert (await anon_client.get(url)).status_code == 200
+    cred = (await client.post("/api/v1/repositories/cluster/credentials",
+                              json={"username": "node1"})).json()
+    assert "is not read-protected" in cred["note"]
+    resp = await client.patch("/api/v1/repositories/cluster",
+                              json={"read_protected": True, "valid_days": 3})
+    assert resp.status_code == 200
+    assert resp.json()["read_protected"] is True and resp.json()["valid_days"] == 3
+    assert (await anon_client.get(url)).status_code == 401
+    assert (await anon_client.get(url, auth=("node1", cred["password"]))).status_code == 200
+    for body in ({}, {"suites": ["trixie"]}, {"valid_days": 0}):
+        resp = await client.patch("/api/v1/repositories/cluster", json=body)
+        assert resp.status_code == 422, body
+    assert (await client.patch("/api/v1/repositories/nope",
+                               json={"valid_days": 3})).status_code == 404
+    # Valid-Until follows from the next publication on.
+    await publish(client, run_worker, "cluster", {"suite": "bookworm", "remove": ["cf-later"]})
+    release = Release((await client.get("/apt/cluster/dists/bookworm/Release")).text)
+    date = datetime.strptime(release["Date"], "%a, %d %b %Y %H:%M:%S UTC")
+    until = datetime.strptime(release["Valid-Until"], "%a, %d %b %Y %H:%M:%S UTC")
+    assert until - date == timedelta(days=3)
