@@ -125,3 +125,24 @@ def test_make_run_serves_builds_and_ctrl_c_stops_everything(tmp_path: Path):
     finally:
         os.killpg(again.pid, signal.SIGINT)
         again.wait(30)
+
+
+def test_a_busy_port_stops_the_start_before_the_one_time_token_is_spent(tmp_path: Path):
+    import socket
+
+    data = tmp_path / "var"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CLUSTERFORGE_", "DATABASE_URL", "REDIS_URL"))}
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env.update({"CLUSTERFORGE_DATA": str(data), "CLUSTERFORGE_PORT": str(port),
+                    "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+        result = subprocess.run([str(PROJECT_ROOT / ".venv" / "bin" / "clusterforge"), "run"],
+                                cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                                timeout=60)
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is in use" in result.stderr
+    assert not TOKEN_RE.findall(result.stdout + result.stderr)
+    assert not (data / "db.sqlite3").exists()  # nothing made: the next start prints the token
