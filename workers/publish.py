@@ -191,28 +191,32 @@ class PublishPipeline:
         repository already holds a different file there (another suite, or a
         publication accepted at the same time): a pool file never changes."""
         paths = {e["pool_path"]: e["artifact_id"] for e in added}
-        held: dict[str, str] = {}
-        items = sorted(paths)
-        for start in range(0, len(items), 500):
-            held.update((await session.execute(
-                select(RepositoryPoolFile.pool_path, RepositoryPoolFile.sha256).where(
-                    RepositoryPoolFile.repository_id == self.repo.id,
-                    RepositoryPoolFile.pool_path.in_(items[start:start + 500])))).all())
-        clashes = sorted(p for p, aid in paths.items() if p in held and held[p] != shas[aid])
-        if clashes:
-            raise StepFailed(f"pool conflict: {clashes[0]} already holds a different file in "
-                             f"repository {self.repo.name}; a pool file never changes once "
-                             "published (rebuild to get a new version)")
-        new = [{"repository_id": self.repo.id, "pool_path": p, "artifact_id": aid,
-                "sha256": shas[aid]} for p, aid in paths.items() if p not in held]
-        if new:
+        for _ in range(3):  # a publication of another suite may register paths meanwhile
+            held: dict[str, str] = {}
+            items = sorted(paths)
+            for start in range(0, len(items), 500):
+                held.update((await session.execute(
+                    select(RepositoryPoolFile.pool_path, RepositoryPoolFile.sha256).where(
+                        RepositoryPoolFile.repository_id == self.repo.id,
+                        RepositoryPoolFile.pool_path.in_(items[start:start + 500])))).all())
+            clashes = sorted(p for p, aid in paths.items()
+                             if p in held and held[p] != shas[aid])
+            if clashes:
+                raise StepFailed(f"pool conflict: {clashes[0]} already holds a different file "
+                                 f"in repository {self.repo.name}; a pool file never changes "
+                                 "once published (rebuild to get a new version)")
+            new = [{"repository_id": self.repo.id, "pool_path": p, "artifact_id": aid,
+                    "sha256": shas[aid]} for p, aid in paths.items() if p not in held]
+            if not new:
+                return
             try:
                 async with session.begin_nested():
                     await session.execute(RepositoryPoolFile.__table__.insert(), new)
-            except IntegrityError as exc:  # a publication of another suite, just now
-                raise StepFailed("pool conflict: another publication of this repository "
-                                 "registered the same pool path at the same time; publish "
-                                 "again") from exc
+                return
+            except IntegrityError:
+                continue  # look again: the same file is fine, a different one is not
+        raise StepFailed("pool conflict: pool paths kept changing under concurrent "
+                         "publications of this repository; publish again")
 
     @staticmethod
     async def _replaced(session, base: int, component: str, added,

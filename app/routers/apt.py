@@ -42,7 +42,15 @@ router = APIRouter(prefix="/apt", tags=["apt"])
 RepoName = Annotated[str, PathParam(pattern=REPO_NAME_PATTERN, max_length=64)]
 SuiteName = Annotated[str, PathParam(pattern=DIST_NAME_PATTERN, max_length=64)]
 _BY_HASH = re.compile(r"^(?P<dir>.+)/by-hash/SHA256/(?P<sha>[0-9a-f]{64})$")
-GET_HEAD = ["GET", "HEAD"]
+
+
+def get_and_head(path: str):
+    """GET in the OpenAPI spec, and the same handler for HEAD (apt and caches use it)
+    without a second, duplicate operation in the spec."""
+    def register(fn):
+        router.add_api_route(path, fn, methods=["HEAD"], include_in_schema=False)
+        return router.get(path)(fn)
+    return register
 
 
 def _not_found(what: str) -> ApiError:
@@ -129,7 +137,7 @@ async def _key_response(request: Request, repo: Repository, armor: bool) -> Resp
     return Response(body, media_type=media, headers=headers)
 
 
-@router.api_route("/{repository}/key.{form}", methods=GET_HEAD)
+@get_and_head("/{repository}/key.{form}")
 async def public_key(repository: RepoName, form: Literal["asc", "gpg"], request: Request,
                      session: SessionDep) -> Response:
     """The repository's public signing key: key.asc armored (for Signed-By: ...asc),
@@ -141,7 +149,7 @@ async def public_key(repository: RepoName, form: Literal["asc", "gpg"], request:
     return await _key_response(request, repo, armor=form == "asc")
 
 
-@router.api_route("/{repository}/sources/{suite}", methods=GET_HEAD)
+@get_and_head("/{repository}/sources/{suite}")
 async def sources_entry(
     repository: RepoName, suite: SuiteName, request: Request, session: SessionDep,
     settings: SettingsDep,
@@ -174,7 +182,7 @@ async def sources_entry(
     return Response("\n".join(lines) + "\n", media_type="text/plain; charset=utf-8")
 
 
-@router.api_route("/{repository}/dists/{suite}/{path:path}", methods=GET_HEAD)
+@get_and_head("/{repository}/dists/{suite}/{path:path}")
 async def dists_file(repo: ReadableRepo, suite: SuiteName, path: str, request: Request,
                      session: SessionDep, blobs: BlobsDep) -> Response:
     """Release, InRelease, Release.gpg, Packages{,.gz,.xz} and their by-hash copies."""
@@ -202,7 +210,7 @@ async def dists_file(repo: ReadableRepo, suite: SuiteName, path: str, request: R
     return _blob(request, blobs, row.sha256, row.published_at, path, cache)
 
 
-@router.api_route("/{repository}/pool/{path:path}", methods=GET_HEAD)
+@get_and_head("/{repository}/pool/{path:path}")
 async def pool_file(repo: ReadableRepo, path: str, request: Request, session: SessionDep,
                     blobs: BlobsDep) -> Response:
     """A published .deb. Pool files never change once published (see pool_conflict)."""

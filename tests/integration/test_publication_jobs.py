@@ -157,3 +157,21 @@ async def test_hostile_request_details_get_4xx_never_500(
     assert resp.status_code == 401
     resp = await client.delete("/api/v1/repositories/cluster/credentials/bad%20name")
     assert resp.status_code == 422
+
+
+async def test_one_file_published_into_two_suites_at_once_is_fine(
+    app, client, run_worker, fixtures_dir
+):
+    [art] = await store_debs(app, [make_binary_deb(fixtures_dir, "cf-both", "1.0")])
+    await create_repository(client, "cluster", suites=["bookworm", "trixie"])
+    for suite in ("bookworm", "trixie"):
+        resp = await client.post("/api/v1/repositories/cluster/publish",
+                                 json={"suite": suite, "artifacts": [art]})
+        assert resp.status_code == 202
+    await run_worker()
+    pubs = (await client.get("/api/v1/repositories/cluster/publications")).json()["items"]
+    assert [p["status"] for p in pubs] == ["succeeded", "succeeded"], pubs
+    for suite in ("bookworm", "trixie"):
+        text = (await client.get(f"/apt/cluster/dists/{suite}/main/binary-amd64/Packages")
+                ).text
+        assert _names(text) == {"cf-both"}
