@@ -10,6 +10,7 @@ hash for clients that are mid-update."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ from typing import Any, NamedTuple
 
 from arq import Retry
 from sqlalchemy import delete, func, insert, literal, or_, select, update
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.blobs import BlobStore
 from app.debian.apt_index import (
@@ -42,6 +43,7 @@ from app.models import (
     RepositoryPoolFile,
     RepositorySuite,
 )
+from app.models.base import UTCDateTime
 from app.models.repository import publication_job_id
 from workers.context import WorkerContext
 from workers.job import Job, StepFailed
@@ -98,6 +100,7 @@ class PublishPipeline:
         self.files: list[IndexFile] = []
         self.entries: list[Entry] | None = None  # known without a query (see _ENTRIES)
         self.details: dict[int, Any] = {}  # artifact rows already read, control decoded
+        self._early: asyncio.Task[list[IndexFile]] | None = None
         self.count = 0
 
     async def __call__(self, job: Job) -> None:
@@ -152,71 +155,95 @@ class PublishPipeline:
                 if copy_from is not None:
                     dropped = await self._replaced(session, copy_from, component, rows,
                                                    set(request.get("remove", [])))
-            if copy_from is not None:
-                await session.execute(insert(PublicationEntry).from_select(
-                    ["publication_id", "artifact_id", "component", "pool_path"],
-                    select(literal(self.pub.id), PublicationEntry.artifact_id,
-                           PublicationEntry.component, PublicationEntry.pool_path)
-                    .where(PublicationEntry.publication_id == copy_from,
-                           PublicationEntry.artifact_id.not_in(dropped))))
-            if added:
-                await self._claim_pool_paths(session, added, {r.id: r.sha256 for r in rows})
-                # Core, not ORM: no per-row cost for a 5,000-package first publication
-                await session.execute(PublicationEntry.__table__.insert(), added)
-            count = await session.scalar(select(func.count()).select_from(
-                PublicationEntry).where(PublicationEntry.publication_id == self.pub.id)) or 0
-            await session.execute(update(Publication).where(Publication.id == self.pub.id)
-                                  .values(package_count=count))
-            await session.commit()
+            # When the list is known without reading it back (see _ENTRIES), rendering
+            # the indexes starts now, beside the inserts below.
+            predicted = await self._predict(session, copy_from, dropped, added, rows)
+            if predicted is not None:
+                self.entries = predicted
+                self._early = asyncio.create_task(self._render())
+            try:
+                if copy_from is not None:
+                    await session.execute(insert(PublicationEntry).from_select(
+                        ["publication_id", "artifact_id", "component", "pool_path"],
+                        select(literal(self.pub.id), PublicationEntry.artifact_id,
+                               PublicationEntry.component, PublicationEntry.pool_path)
+                        .where(PublicationEntry.publication_id == copy_from,
+                               PublicationEntry.artifact_id.not_in(dropped))))
+                if added:
+                    await _bulk_insert_entries(session, added)
+                    sha_of = {r.id: r.sha256 for r in rows}
+                    await self._claim_pool_paths(
+                        session, {r["pool_path"]: sha_of[r["artifact_id"]] for r in added})
+                count = await session.scalar(select(func.count()).select_from(
+                    PublicationEntry).where(PublicationEntry.publication_id == self.pub.id))
+                await session.execute(update(Publication).where(Publication.id == self.pub.id)
+                                      .values(package_count=count))
+                await session.commit()
+            except BaseException:
+                await self._drop_early()
+                raise
+        if self.entries is not None and len(self.entries) != count:
+            # The database has the last word: any doubt, and the index step asks it.
+            self.entries = None
+            await self._drop_early()
+        self.count = count or 0
+        return self.count
+
+    async def _predict(self, session, copy_from: int | None, dropped: set[int],
+                       added: list[dict[str, Any]], rows) -> list[Entry] | None:
+        """The entries the inserts will make, from the base publication's cached list."""
         base: list[Entry] | None = []
         if copy_from is not None:
-            async with self.sessionmaker() as session:
-                base_key = await session.scalar(select(Publication.queue_key).where(
-                    Publication.id == copy_from))
+            base_key = await session.scalar(select(Publication.queue_key).where(
+                Publication.id == copy_from))
             base = _ENTRIES.get(self.cache_key(copy_from, base_key or ""))
-        if base is not None:
-            by_id = {a.id: a for a in rows} if request.get("republish") is None else {}
-            entries = [e for e in base if e.artifact_id not in dropped]
-            entries += [Entry(r["artifact_id"], r["component"], by_id[r["artifact_id"]].package,
-                              by_id[r["artifact_id"]].architecture,
-                              by_id[r["artifact_id"]].sha256, r["pool_path"]) for r in added]
-            # The database has the last word: any doubt, and the index step asks it.
-            self.entries = entries if len(entries) == count else None
-        self.count = count
-        return count
+        if base is None:
+            return None
+        by_id = {a.id: a for a in rows}
+        entries = [e for e in base if e.artifact_id not in dropped]
+        entries += [Entry(r["artifact_id"], r["component"], by_id[r["artifact_id"]].package,
+                          by_id[r["artifact_id"]].architecture,
+                          by_id[r["artifact_id"]].sha256, r["pool_path"]) for r in added]
+        return entries
 
-    async def _claim_pool_paths(self, session, added: list[dict[str, Any]],
-                                shas: dict[int, str]) -> None:
-        """Record each new pool path with the file it holds, or fail when the
-        repository already holds a different file there (another suite, or a
-        publication accepted at the same time): a pool file never changes."""
-        paths = {e["pool_path"]: e["artifact_id"] for e in added}
-        for _ in range(3):  # a publication of another suite may register paths meanwhile
-            held: dict[str, str] = {}
-            items = sorted(paths)
-            for start in range(0, len(items), 500):
-                held.update((await session.execute(
-                    select(RepositoryPoolFile.pool_path, RepositoryPoolFile.sha256).where(
-                        RepositoryPoolFile.repository_id == self.repo.id,
-                        RepositoryPoolFile.pool_path.in_(items[start:start + 500])))).all())
-            clashes = sorted(p for p, aid in paths.items()
-                             if p in held and held[p] != shas[aid])
+    async def _drop_early(self) -> None:
+        if self._early is not None:
+            self._early.cancel()
+            with contextlib.suppress(BaseException):
+                await self._early
+            self._early = None
+
+    async def _claim_pool_paths(self, session, shas: dict[str, str]) -> None:
+        """Record the pool path of each added .deb (`shas`: pool path -> sha256) with
+        the file it holds, in the database and from the entries just inserted (nothing
+        shipped row by row), then fail if the repository already held a different file
+        under one of them (another suite, or a publication accepted at the same time):
+        a pool file never changes."""
+        if session.bind.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as upsert
+        ours = [PublicationEntry.publication_id == self.pub.id]
+        if len(shas) <= 1000:  # else all of this publication's: same result, bounded SQL
+            ours.append(PublicationEntry.pool_path.in_(list(shas)))
+        inserted = set((await session.execute(upsert(RepositoryPoolFile).from_select(
+            ["repository_id", "pool_path", "artifact_id", "sha256", "created_at"],
+            select(literal(self.repo.id), PublicationEntry.pool_path,
+                   PublicationEntry.artifact_id, Artifact.sha256,
+                   literal(datetime.now(UTC), UTCDateTime))
+            .join(Artifact, Artifact.id == PublicationEntry.artifact_id).where(*ours)
+        ).on_conflict_do_nothing().returning(RepositoryPoolFile.pool_path))).scalars())
+        held_before = sorted(set(shas) - inserted)  # usually none, or a handful
+        for start in range(0, len(held_before), 500):
+            rows = (await session.execute(
+                select(RepositoryPoolFile.pool_path, RepositoryPoolFile.sha256).where(
+                    RepositoryPoolFile.repository_id == self.repo.id,
+                    RepositoryPoolFile.pool_path.in_(held_before[start:start + 500])))).all()
+            clashes = sorted(path for path, sha in rows if sha != shas[path])
             if clashes:
-                raise StepFailed(f"pool conflict: {clashes[0]} already holds a different file "
-                                 f"in repository {self.repo.name}; a pool file never changes "
-                                 "once published (rebuild to get a new version)")
-            new = [{"repository_id": self.repo.id, "pool_path": p, "artifact_id": aid,
-                    "sha256": shas[aid]} for p, aid in paths.items() if p not in held]
-            if not new:
-                return
-            try:
-                async with session.begin_nested():
-                    await session.execute(RepositoryPoolFile.__table__.insert(), new)
-                return
-            except IntegrityError:
-                continue  # look again: the same file is fine, a different one is not
-        raise StepFailed("pool conflict: pool paths kept changing under concurrent "
-                         "publications of this repository; publish again")
+                raise StepFailed(f"pool conflict: {clashes[0]} already holds a different "
+                                 f"file in repository {self.repo.name}; a pool file never "
+                                 "changes once published (rebuild to get a new version)")
 
     @staticmethod
     async def _replaced(session, base: int, component: str, added,
@@ -294,9 +321,16 @@ class PublishPipeline:
             out[sha] = digest.hexdigest()
         return out
 
-    async def index(self) -> None:
+    async def _render(self) -> list[IndexFile]:
         by_component = await self._stanzas()
-        self.files = await asyncio.to_thread(self._render_indexes, by_component)
+        return await asyncio.to_thread(self._render_indexes, by_component)
+
+    async def index(self) -> None:
+        if self._early is not None:
+            self.files = await self._early
+            self._early = None
+        else:
+            self.files = await self._render()
         await self._store(self.files)
         self.job.log.write(f"{len(self.files)} index files for "
                            f"{len(self.repo.components)} component(s) and "
@@ -431,3 +465,18 @@ async def refresh_expiring(ctx: WorkerContext) -> str:
                                            _job_id=publication_job_id(pub.id, pub.queue_key))
             refreshed.append(f"{repo.name}/{suite}")
     return f"refreshed {', '.join(refreshed) or 'nothing'}"
+
+
+async def _bulk_insert_entries(session, rows: list[dict[str, Any]]) -> None:
+    """Many entries at once (a first publication of 5,000 packages): PostgreSQL's COPY
+    through asyncpg, in the session's own transaction; elsewhere a Core executemany
+    (no ORM cost per row)."""
+    columns = ["publication_id", "artifact_id", "component", "pool_path"]
+    if session.bind.dialect.name == "postgresql" and len(rows) > 100:
+        connection = await session.connection()
+        raw = await connection.get_raw_connection()
+        await raw.driver_connection.copy_records_to_table(
+            PublicationEntry.__tablename__, columns=columns,
+            records=[tuple(r[c] for c in columns) for r in rows])
+        return
+    await session.execute(PublicationEntry.__table__.insert(), rows)

@@ -92,16 +92,14 @@ class PublicationEntry(Base):
 
 class RepositoryPoolFile(Base):
     """What each pool path of a repository holds, once and for good: the database
-    refuses a second, different file under a published path (unique constraint), so
-    no two suites or publications can ever disagree about a .deb."""
+    refuses a second, different file under a published path (primary key), so no two
+    suites or publications can ever disagree about a .deb."""
 
     __tablename__ = "repository_pool"
-    __table_args__ = (UniqueConstraint("repository_id", "pool_path"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
     repository_id: Mapped[int] = mapped_column(
-        ForeignKey("repositories.id", ondelete="CASCADE"))
-    pool_path: Mapped[str] = mapped_column(String(600))
+        ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True)
+    pool_path: Mapped[str] = mapped_column(String(600), primary_key=True)
     artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id"))
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

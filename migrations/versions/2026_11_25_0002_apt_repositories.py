@@ -3,7 +3,7 @@ artifacts.md5.
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-25 13:40:01.330492
+Create Date: 2026-11-25 14:00:48.821720
 """
 from collections.abc import Sequence
 
@@ -123,7 +123,6 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_publication_files_sha256'), ['sha256'], unique=False)
 
     op.create_table('repository_pool',
-    sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('repository_id', sa.Integer(), nullable=False),
     sa.Column('pool_path', sa.String(length=600), nullable=False),
     sa.Column('artifact_id', sa.Integer(), nullable=False),
@@ -131,8 +130,7 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['artifact_id'], ['artifacts.id'], name=op.f('fk_repository_pool_artifact_id_artifacts')),
     sa.ForeignKeyConstraint(['repository_id'], ['repositories.id'], name=op.f('fk_repository_pool_repository_id_repositories'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_repository_pool')),
-    sa.UniqueConstraint('repository_id', 'pool_path', name=op.f('uq_repository_pool_repository_id_pool_path'))
+    sa.PrimaryKeyConstraint('repository_id', 'pool_path', name=op.f('pk_repository_pool'))
     )
     op.create_table('repository_suites',
     sa.Column('repository_id', sa.Integer(), nullable=False),
