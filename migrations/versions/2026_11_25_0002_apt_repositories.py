@@ -3,7 +3,7 @@ artifacts.md5.
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-25 14:00:48.821720
+Create Date: 2026-11-25 14:08:27.567638
 """
 from collections.abc import Sequence
 
@@ -99,18 +99,23 @@ def upgrade() -> None:
     with op.batch_alter_table('repository_credentials', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_repository_credentials_repository_id'), ['repository_id'], unique=False)
 
+    op.create_table('repository_pool',
+    sa.Column('repository_id', sa.Integer(), nullable=False),
+    sa.Column('pool_path', sa.String(length=600), nullable=False),
+    sa.Column('artifact_id', sa.Integer(), nullable=False),
+    sa.Column('sha256', sa.String(length=64), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['repository_id'], ['repositories.id'], name=op.f('fk_repository_pool_repository_id_repositories'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('repository_id', 'pool_path', name=op.f('pk_repository_pool'))
+    )
     op.create_table('publication_entries',
     sa.Column('publication_id', sa.Integer(), nullable=False),
     sa.Column('artifact_id', sa.Integer(), nullable=False),
     sa.Column('component', sa.String(length=64), nullable=False),
     sa.Column('pool_path', sa.String(length=600), nullable=False),
-    sa.ForeignKeyConstraint(['artifact_id'], ['artifacts.id'], name=op.f('fk_publication_entries_artifact_id_artifacts')),
     sa.ForeignKeyConstraint(['publication_id'], ['publications.id'], name=op.f('fk_publication_entries_publication_id_publications'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('publication_id', 'artifact_id', name=op.f('pk_publication_entries'))
     )
-    with op.batch_alter_table('publication_entries', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_publication_entries_pool_path'), ['pool_path'], unique=False)
-
     op.create_table('publication_files',
     sa.Column('publication_id', sa.Integer(), nullable=False),
     sa.Column('path', sa.String(length=300), nullable=False),
@@ -122,16 +127,6 @@ def upgrade() -> None:
     with op.batch_alter_table('publication_files', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_publication_files_sha256'), ['sha256'], unique=False)
 
-    op.create_table('repository_pool',
-    sa.Column('repository_id', sa.Integer(), nullable=False),
-    sa.Column('pool_path', sa.String(length=600), nullable=False),
-    sa.Column('artifact_id', sa.Integer(), nullable=False),
-    sa.Column('sha256', sa.String(length=64), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['artifact_id'], ['artifacts.id'], name=op.f('fk_repository_pool_artifact_id_artifacts')),
-    sa.ForeignKeyConstraint(['repository_id'], ['repositories.id'], name=op.f('fk_repository_pool_repository_id_repositories'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('repository_id', 'pool_path', name=op.f('pk_repository_pool'))
-    )
     op.create_table('repository_suites',
     sa.Column('repository_id', sa.Integer(), nullable=False),
     sa.Column('suite', sa.String(length=64), nullable=False),
@@ -151,15 +146,12 @@ def downgrade() -> None:
         batch_op.drop_column('md5')
 
     op.drop_table('repository_suites')
-    op.drop_table('repository_pool')
     with op.batch_alter_table('publication_files', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_publication_files_sha256'))
 
     op.drop_table('publication_files')
-    with op.batch_alter_table('publication_entries', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_publication_entries_pool_path'))
-
     op.drop_table('publication_entries')
+    op.drop_table('repository_pool')
     with op.batch_alter_table('repository_credentials', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_repository_credentials_repository_id'))
 
