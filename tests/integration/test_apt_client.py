@@ -222,12 +222,21 @@ async def test_rollback_makes_apt_see_the_earlier_version_again(
     await publish(client, run_worker, "cluster", {"suite": "bookworm", "artifacts": [v2]})
     assert (await chroot.apt_get("update"))[0] == 0
     assert await _candidate(chroot, "cf-roll") == "2.0"
+    assert (await chroot.apt_get("install", "cf-roll"))[0] == 0  # the node upgraded
     await publish(client, run_worker, "cluster",
                   {"suite": "bookworm", "publication": first["id"]})
     rc, out = await chroot.apt_get("update")
     assert rc == 0, out
-    assert await _candidate(chroot, "cf-roll") == "1.0"
+    rc, policy = await chroot.run("apt-cache", "policy", "cf-roll")
+    assert "1.0 500" in policy and "2.0 500" not in policy, policy  # the repo offers 1.0 only
+    # apt never downgrades by itself (README, "Rollback")...
     rc, out = await chroot.apt_get("install", "cf-roll")
+    assert rc == 0 and await chroot.installed_version("cf-roll") == "2.0", out
+    # ...unless the repository is pinned above 1000, as the README shows.
+    (chroot.dest / "etc/apt/preferences.d/clusterforge").write_text(
+        "Package: *\nPin: release o=ClusterForge,l=cluster\nPin-Priority: 1001\n")
+    assert await _candidate(chroot, "cf-roll") == "1.0"
+    rc, out = await chroot.apt_get("upgrade", "--allow-downgrades")
     assert rc == 0, out
     assert await chroot.installed_version("cf-roll") == "1.0"
 
