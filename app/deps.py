@@ -44,19 +44,38 @@ QueueDep = Annotated[Queue, Depends(get_queue)]
 _bearer = HTTPBearer(auto_error=False, description="An admin token (cfa_...)")
 
 
-async def require_admin(
+async def require_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ApiToken:
+    """Any valid token (admin or node); the route decides what it may see."""
     if credentials is None or not credentials.credentials:
         raise ApiError(401, "unauthorized", "missing bearer token (Authorization: Bearer ...)")
+    if not credentials.credentials.isprintable():
+        raise ApiError(401, "unauthorized", "invalid, expired or revoked token")
     async with request.app.state.sessionmaker() as session:
         token = await find_token(session, credentials.credentials)
-    if token is None:
+    if token is None or token.kind == TokenKind.enrollment:
         raise ApiError(401, "unauthorized", "invalid, expired or revoked token")
+    return token
+
+
+async def require_admin(token: Annotated[ApiToken, Depends(require_token)]) -> ApiToken:
     if token.kind != TokenKind.admin:
         raise ApiError(403, "forbidden", "this endpoint needs an admin token")
     return token
+
+
+TokenDep = Annotated[ApiToken, Depends(require_token)]
+
+
+def allow_node(token: ApiToken, node_id: int) -> None:
+    """Admin tokens see every node; a node token only its own node."""
+    if token.kind == TokenKind.admin:
+        return
+    if token.kind == TokenKind.node and token.node_id == node_id:
+        return
+    raise ApiError(403, "forbidden", "a node token reads and reports only for its own node")
 
 
 AdminDep = Annotated[ApiToken, Depends(require_admin)]

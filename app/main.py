@@ -22,6 +22,7 @@ from app.routers import (
     builds,
     garbage_collections,
     health,
+    nodes,
     patch_series,
     repositories,
 )
@@ -77,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     api = APIRouter(prefix=API_PREFIX)
     for module in (health, builds, artifacts, patch_series, repositories,
-                   garbage_collections):
+                   garbage_collections, nodes):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(apt.router)

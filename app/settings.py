@@ -47,6 +47,10 @@ class Settings(BaseSettings):
         default=None, description="Base URL nodes reach the service at (http://host:port); "
         "defaults to the URL of each request. Used in the .sources entries it hands out.")
     publish_timeout: int = 1800
+    node_stale_after: int = Field(default=30, ge=1, description="Seconds without a "
+                                  "heartbeat before a node counts as stale.")
+    node_lost_after: int = Field(default=300, ge=1, description="Seconds without a "
+                                 "heartbeat before a node counts as lost.")
     gc_hour: int = Field(default=3, ge=-1, le=23, description="Hour (UTC) of the daily "
                          "blob garbage collection; -1 turns it off.")
 

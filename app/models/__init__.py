@@ -3,6 +3,7 @@
 from app.models.artifact import Artifact, ArtifactKind
 from app.models.base import Base
 from app.models.build import Build, JobStatus
+from app.models.node import Node, NodeEvent
 from app.models.repository import (
     GarbageCollection,
     Publication,
@@ -16,5 +17,6 @@ from app.models.repository import (
 from app.models.token import ApiToken, TokenKind
 
 __all__ = ["ApiToken", "Artifact", "ArtifactKind", "Base", "Build", "GarbageCollection",
-           "JobStatus", "Publication", "PublicationEntry", "PublicationFile", "Repository",
-           "RepositoryCredential", "RepositoryPoolFile", "RepositorySuite", "TokenKind"]
+           "JobStatus", "Node", "NodeEvent", "Publication", "PublicationEntry",
+           "PublicationFile", "Repository", "RepositoryCredential", "RepositoryPoolFile",
+           "RepositorySuite", "TokenKind"]

@@ -28,3 +28,8 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # enrollment tokens: how many registrations they allow, and have made
+    max_uses: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    uses: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # node tokens: the one node they speak for
+    node_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)

@@ -1,0 +1,135 @@
+"""Enrollment tokens, node registration, heartbeats, nodes and their events.
+
+An admin makes an enrollment token; the agent registers with it and gets a node token;
+a node token reads and reports only for its own node."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import func, select
+
+from app.deps import (
+    AdminDep,
+    DbId,
+    Offset,
+    SessionDep,
+    SettingsDep,
+    TokenDep,
+    allow_node,
+)
+from app.errors import ApiError
+from app.models import ApiToken, Node, NodeEvent, TokenKind
+from app.schemas.node import (
+    EnrollmentTokenCreate,
+    EnrollmentTokenList,
+    EnrollmentTokenOut,
+    NodeEventList,
+    NodeEventOut,
+    NodeFacts,
+    NodeList,
+    NodeOut,
+    NodeStatus,
+    Registration,
+)
+from app.services import nodes as service
+
+router = APIRouter(tags=["nodes"])
+_bearer = HTTPBearer(auto_error=False, description="An enrollment token (cfe_...)")
+
+
+def _enrollment_out(row: ApiToken, token: str | None = None) -> EnrollmentTokenOut:
+    return EnrollmentTokenOut(id=row.id, name=row.name, max_uses=row.max_uses or 1,
+                              uses=row.uses, expires_at=row.expires_at, token=token)
+
+
+@router.post("/enrollment-tokens", response_model=EnrollmentTokenOut, status_code=201)
+async def create_enrollment_token(body: EnrollmentTokenCreate, session: SessionDep,
+                                  _: AdminDep) -> EnrollmentTokenOut:
+    """A token that registers up to `max_uses` nodes until it expires (shown once)."""
+    row, token = await service.create_enrollment_token(session, body.name, body.max_uses,
+                                                       body.expires_in)
+    await session.commit()
+    return _enrollment_out(row, token)
+
+
+@router.get("/enrollment-tokens", response_model=EnrollmentTokenList)
+async def list_enrollment_tokens(session: SessionDep, _: AdminDep) -> EnrollmentTokenList:
+    rows = (await session.scalars(select(ApiToken).where(
+        ApiToken.kind == TokenKind.enrollment, ApiToken.revoked.is_(False))
+        .order_by(ApiToken.id.desc()))).all()
+    return EnrollmentTokenList(items=[_enrollment_out(r) for r in rows], total=len(rows))
+
+
+@router.post("/nodes/register", response_model=Registration, status_code=201)
+async def register(
+    body: NodeFacts, response: Response, session: SessionDep, settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Registration:
+    """Register this machine (Authorization: Bearer <enrollment token>). The same
+    machine id registering again updates its node and replaces its node token."""
+    if credentials is None or not credentials.credentials.isprintable():
+        raise ApiError(401, "unauthorized", "register with an enrollment token "
+                       "(Authorization: Bearer cfe_...)")
+    enrollment = await service.use_enrollment_token(session, credentials.credentials)
+    node, token = await service.register(session, body, enrollment)
+    await session.commit()
+    response.headers["Location"] = f"/api/v1/nodes/{node.id}"
+    return Registration(node=service.node_out(node, settings), token=token)
+
+
+@router.get("/nodes", response_model=NodeList)
+async def list_nodes(
+    session: SessionDep, settings: SettingsDep, _: AdminDep,
+    status: NodeStatus | None = None,
+    role: Annotated[str | None, Query(max_length=40, pattern=r"^[a-z-]+$")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200, offset: Offset = 0,
+) -> NodeList:
+    """Registered nodes by host name; `status` and `role` filter."""
+    rows = (await session.scalars(select(Node).order_by(Node.hostname, Node.id))).all()
+    items = [service.node_out(n, settings) for n in rows]
+    if status is not None:
+        items = [n for n in items if n.status == status]
+    if role is not None:
+        items = [n for n in items if role in n.roles]
+    return NodeList(items=items[offset:offset + limit], total=len(items))
+
+
+@router.get("/nodes/{node_id}", response_model=NodeOut)
+async def get_node(node_id: DbId, session: SessionDep, settings: SettingsDep,
+                   token: TokenDep) -> NodeOut:
+    allow_node(token, node_id)
+    return service.node_out(await service.get_node(session, node_id), settings)
+
+
+@router.post("/nodes/{node_id}/heartbeat", response_model=NodeOut)
+async def heartbeat(node_id: DbId, body: NodeFacts, session: SessionDep,
+                    settings: SettingsDep, token: TokenDep) -> NodeOut:
+    """Fresh facts from the node (its own token). A new kernel release is recorded as
+    a `kernel_changed` event."""
+    if token.kind != TokenKind.node:
+        raise ApiError(403, "forbidden", "heartbeats come from the node's own token")
+    allow_node(token, node_id)
+    node = await service.heartbeat(session, await service.get_node(session, node_id), body)
+    await session.commit()
+    return service.node_out(node, settings)
+
+
+@router.get("/nodes/{node_id}/events", response_model=NodeEventList)
+async def node_events(
+    node_id: DbId, session: SessionDep, token: TokenDep,
+    kind: Annotated[str | None, Query(max_length=40, pattern=r"^[a-z_-]+$")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Offset = 0,
+) -> NodeEventList:
+    """What happened to the node, newest first."""
+    allow_node(token, node_id)
+    await service.get_node(session, node_id)
+    query = select(NodeEvent).where(NodeEvent.node_id == node_id)
+    if kind is not None:
+        query = query.where(NodeEvent.kind == kind)
+    total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = (await session.scalars(query.order_by(NodeEvent.id.desc())
+                                  .limit(limit).offset(offset))).all()
+    return NodeEventList(items=[NodeEventOut.model_validate(r) for r in rows], total=total)

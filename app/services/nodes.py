@@ -1,0 +1,145 @@
+"""Enrollment, registration and heartbeats.
+
+An enrollment token admits a bounded number of registrations before it expires; each
+registration hands the node a token of its own, which speaks for that node only."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import hash_token, new_token
+from app.errors import ApiError, not_found
+from app.models import ApiToken, Node, NodeEvent, TokenKind
+from app.schemas.node import NodeFacts, NodeOut, NodeStatus
+from app.settings import Settings
+
+
+def node_status(node: Node, settings: Settings, now: datetime | None = None) -> NodeStatus:
+    """online, stale or lost by the age of the last heartbeat (registration counts as
+    the first one)."""
+    now = now or datetime.now(UTC)
+    seen = node.last_heartbeat_at or node.registered_at
+    age = (now - seen).total_seconds()
+    if age <= settings.node_stale_after:
+        return NodeStatus.online
+    if age <= settings.node_lost_after:
+        return NodeStatus.stale
+    return NodeStatus.lost
+
+
+def node_out(node: Node, settings: Settings) -> NodeOut:
+    return NodeOut(
+        id=node.id, hostname=node.hostname, machine_id=node.machine_id,
+        architecture=node.architecture, kernel_release=node.kernel_release,
+        codename=node.codename, kernel_packages=node.kernel_packages, roles=node.roles,
+        status=node_status(node, settings), last_heartbeat_at=node.last_heartbeat_at,
+        registered_at=node.registered_at, updated_at=node.updated_at)
+
+
+async def create_enrollment_token(session: AsyncSession, name: str, max_uses: int,
+                                  expires_in: int) -> tuple[ApiToken, str]:
+    token = new_token(TokenKind.enrollment)
+    row = ApiToken(kind=TokenKind.enrollment, name=name, token_hash=hash_token(token),
+                   max_uses=max_uses, uses=0,
+                   expires_at=datetime.now(UTC) + timedelta(seconds=expires_in))
+    session.add(row)
+    await session.flush()
+    return row, token
+
+
+async def use_enrollment_token(session: AsyncSession, token: str) -> ApiToken:
+    """Count one registration against the token, atomically; 401 with the reason when
+    it is unknown, revoked, expired or used up."""
+    row = await session.scalar(select(ApiToken).where(
+        ApiToken.token_hash == hash_token(token), ApiToken.kind == TokenKind.enrollment))
+    now = datetime.now(UTC)
+    if row is None or row.revoked:
+        raise ApiError(401, "unauthorized", "unknown or revoked enrollment token")
+    if row.expires_at is not None and row.expires_at <= now:
+        raise ApiError(401, "unauthorized", f"enrollment token {row.name!r} expired at "
+                       f"{row.expires_at:%Y-%m-%d %H:%M} UTC")
+    result = await session.execute(
+        update(ApiToken).where(ApiToken.id == row.id,
+                               ApiToken.uses < func.coalesce(ApiToken.max_uses, 1))
+        .values(uses=ApiToken.uses + 1))
+    if not result.rowcount:
+        raise ApiError(401, "unauthorized",
+                       f"enrollment token {row.name!r} is used up ({row.max_uses} "
+                       f"registration{'s' if (row.max_uses or 1) > 1 else ''})")
+    return row
+
+
+def _apply(node: Node, facts: NodeFacts, now: datetime) -> list[NodeEvent]:
+    """Copy the facts onto the row; the events their changes make."""
+    events = []
+    if node.id is not None and node.kernel_release != facts.kernel_release:
+        events.append(NodeEvent(
+            node_id=node.id, kind="kernel_changed",
+            message=f"kernel release changed from {node.kernel_release} to "
+                    f"{facts.kernel_release}",
+            data={"old": node.kernel_release, "new": facts.kernel_release}))
+    if node.id is not None and node.hostname != facts.hostname:
+        events.append(NodeEvent(
+            node_id=node.id, kind="hostname_changed",
+            message=f"host name changed from {node.hostname} to {facts.hostname}",
+            data={"old": node.hostname, "new": facts.hostname}))
+    node.hostname = facts.hostname
+    node.architecture = facts.architecture
+    node.kernel_release = facts.kernel_release
+    node.codename = facts.codename
+    node.kernel_packages = list(facts.kernel_packages)
+    node.roles = [str(r) for r in facts.roles]
+    node.updated_at = now
+    return events
+
+
+async def register(session: AsyncSession, facts: NodeFacts,
+                   enrollment: ApiToken) -> tuple[Node, str]:
+    """Create the node, or update the one with this machine id (never a duplicate);
+    either way issue a fresh node token and revoke the node's older ones."""
+    now = datetime.now(UTC)
+    node = await session.scalar(select(Node).where(Node.machine_id == facts.machine_id))
+    created = node is None
+    if node is None:
+        node = Node(machine_id=facts.machine_id, registered_at=now,
+                    enrolled_with=enrollment.id)
+    events = _apply(node, facts, now)
+    node.last_heartbeat_at = now
+    if created:
+        session.add(node)
+        await session.flush()
+    session.add_all(events)
+    session.add(NodeEvent(
+        node_id=node.id, kind="registered" if created else "re-registered",
+        message=f"{'registered' if created else 'registered again'} with enrollment token "
+                f"{enrollment.name!r}",
+        data={"enrollment_token": enrollment.id}))
+    await session.execute(update(ApiToken).where(
+        ApiToken.node_id == node.id, ApiToken.kind == TokenKind.node).values(revoked=True))
+    token = new_token(TokenKind.node)
+    session.add(ApiToken(kind=TokenKind.node, name=f"node {node.hostname}",
+                         token_hash=hash_token(token), node_id=node.id))
+    await session.flush()
+    return node, token
+
+
+async def heartbeat(session: AsyncSession, node: Node, facts: NodeFacts) -> Node:
+    if facts.machine_id != node.machine_id:
+        raise ApiError(409, "conflict",
+                       f"machine id {facts.machine_id} is not the machine id of node "
+                       f"{node.id} ({node.machine_id}); register this machine instead")
+    now = datetime.now(UTC)
+    session.add_all(_apply(node, facts, now))
+    node.last_heartbeat_at = now
+    await session.flush()
+    return node
+
+
+async def get_node(session: AsyncSession, node_id: int) -> Node:
+    node = await session.get(Node, node_id)
+    if node is None:
+        raise not_found("node", node_id)
+    return node
