@@ -20,6 +20,7 @@ from app.routers import (
     apt,
     artifacts,
     builds,
+    clusters,
     garbage_collections,
     health,
     nodes,
@@ -78,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     api = APIRouter(prefix=API_PREFIX)
     for module in (health, builds, artifacts, patch_series, repositories,
-                   garbage_collections, nodes):
+                   garbage_collections, nodes, clusters):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(apt.router)

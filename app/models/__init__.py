@@ -3,6 +3,7 @@
 from app.models.artifact import Artifact, ArtifactKind
 from app.models.base import Base
 from app.models.build import Build, JobStatus
+from app.models.cluster import Cluster
 from app.models.node import Node, NodeEvent
 from app.models.repository import (
     GarbageCollection,
@@ -16,7 +17,8 @@ from app.models.repository import (
 )
 from app.models.token import ApiToken, TokenKind
 
-__all__ = ["ApiToken", "Artifact", "ArtifactKind", "Base", "Build", "GarbageCollection",
+__all__ = ["ApiToken", "Artifact", "ArtifactKind", "Base", "Build", "Cluster",
+           "GarbageCollection",
            "JobStatus", "Node", "NodeEvent", "Publication", "PublicationEntry",
            "PublicationFile", "Repository", "RepositoryCredential", "RepositoryPoolFile",
            "RepositorySuite", "TokenKind"]

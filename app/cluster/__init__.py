@@ -1,0 +1,1 @@
+"""The cluster model: definitions, their validation, and the files rendered from them."""

@@ -1,0 +1,139 @@
+"""A cluster definition as the API takes it. Shapes and single fields are checked here;
+what needs the whole definition or the database (duplicates, references, quorum) is
+checked by app.cluster.validate, which lists every problem at once."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.schemas.node import HOSTNAME_PATTERN
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# Attribute names and values end up in XML attributes and corosync.conf lines.
+ATTR_NAME = r"^[a-z][a-z0-9_]*$"
+
+
+def _plain_values(values: dict[str, str]) -> dict[str, str]:
+    for key, value in values.items():
+        if any(ord(c) < 32 for c in value):
+            raise ValueError(f"option {key!r} has a control character")
+    return values
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FenceDevice(Strict):
+    name: str = Field(pattern=NAME, max_length=64)
+    agent: str = Field(pattern=r"^fence_[a-z0-9_]+$", max_length=64,
+                       description="A fence agent, e.g. fence_ipmilan.")
+    options: dict[str, str] = Field(default_factory=dict, max_length=40,
+                                    description="Attributes of <fencedevice>, e.g. ipaddr.")
+
+    _values = field_validator("options")(_plain_values)
+
+    @field_validator("options")
+    @classmethod
+    def _keys(cls, values: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in values if not re.fullmatch(ATTR_NAME, k) or k in ("name", "agent")]
+        if bad:
+            raise ValueError(f"invalid option name {bad[0]!r}")
+        return values
+
+
+class FenceUse(Strict):
+    device: str = Field(max_length=64, description="Name of a fence device.")
+    options: dict[str, str] = Field(default_factory=dict, max_length=40,
+                                    description="Per-node attributes, e.g. port.")
+
+    _values = field_validator("options")(_plain_values)
+
+
+class FenceMethod(Strict):
+    name: str = Field("1", pattern=NAME, max_length=64)
+    devices: list[FenceUse] = Field(min_length=1, max_length=8)
+
+
+class Member(Strict):
+    node: str = Field(pattern=HOSTNAME_PATTERN, max_length=253,
+                      description="Host name of a registered node.")
+    nodeid: int = Field(ge=1, le=65535)
+    votes: int = Field(1, ge=0, le=255)
+    ring_addresses: list[str] = Field(
+        default_factory=list, max_length=8,
+        description="corosync ringN_addr values (addresses or names); default: the host name.")
+    fence: list[FenceMethod] = Field(default_factory=list, max_length=8)
+
+    @field_validator("ring_addresses")
+    @classmethod
+    def _addresses(cls, values: list[str]) -> list[str]:
+        for v in values:
+            if not re.fullmatch(r"^[A-Za-z0-9.:-]{1,253}$", v):
+                raise ValueError(f"{v!r} is not an address or host name")
+        return values
+
+
+class Quorum(Strict):
+    two_node: bool = False
+    expected_votes: int | None = Field(None, ge=1, le=65535,
+                                       description="Default: the sum of the votes.")
+
+
+class DomainNode(Strict):
+    node: str = Field(max_length=253)
+    priority: int = Field(1, ge=1, le=100)
+
+
+class FailoverDomain(Strict):
+    name: str = Field(pattern=NAME, max_length=64)
+    ordered: bool = False
+    restricted: bool = False
+    nodes: list[DomainNode] = Field(min_length=1, max_length=64)
+
+
+class Resource(Strict):
+    type: str = Field(pattern=r"^[a-z][a-z0-9_-]*$", max_length=40,
+                      description="rgmanager resource agent, e.g. ip, fs, script.")
+    attributes: dict[str, str] = Field(default_factory=dict, max_length=40)
+
+    _values = field_validator("attributes")(_plain_values)
+
+
+class Service(Strict):
+    name: str = Field(pattern=NAME, max_length=64)
+    domain: str | None = Field(None, max_length=64)
+    autostart: bool = True
+    recovery: Literal["restart", "relocate", "disable"] = "relocate"
+    resources: list[Resource] = Field(default_factory=list, max_length=32)
+
+
+class DefaultFile(Strict):
+    """A per-node file under /etc/default/, from a template: $hostname, $nodeid,
+    $cluster, $lock_manager are replaced (string.Template)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64,
+                      description="File name under /etc/default/.")
+    template: str = Field(max_length=65536)
+
+
+class ClusterDefinition(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=15,
+                      description="cman allows at most 15 characters.")
+    lock_manager: Literal["dlm", "gulm"] = Field(
+        description="The lock-manager family: dlm or gulm, never both.")
+    lock_servers: list[str] = Field(default_factory=list, max_length=5,
+                                    description="gulm only: 1, 3 or 5 members; default: "
+                                    "every member when there are 1, 3 or 5.")
+    members: list[Member] = Field(min_length=1, max_length=64)
+    quorum: Quorum = Field(default_factory=Quorum)
+    fence_devices: list[FenceDevice] = Field(default_factory=list, max_length=32)
+    failover_domains: list[FailoverDomain] = Field(default_factory=list, max_length=32)
+    services: list[Service] = Field(default_factory=list, max_length=64)
+    default_files: list[DefaultFile] = Field(default_factory=list, max_length=16)
+    repository: str | None = Field(None, max_length=64,
+                                   description="The repository its nodes install from.")
+    suite: str | None = Field(None, max_length=64)
