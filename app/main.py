@@ -25,6 +25,7 @@ from app.routers import (
     health,
     nodes,
     patch_series,
+    plans,
     repositories,
 )
 from app.schemas.build import BuildRequest
@@ -79,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     api = APIRouter(prefix=API_PREFIX)
     for module in (health, builds, artifacts, patch_series, repositories,
-                   garbage_collections, nodes, clusters):
+                   garbage_collections, nodes, plans, clusters):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(apt.router)

@@ -120,6 +120,59 @@ class DefaultFile(Strict):
     template: str = Field(max_length=65536)
 
 
+PATTERN = r"^[a-z0-9*?\[\]!+.-]+$"  # fnmatch patterns over package names
+
+
+class Rule(Strict):
+    pattern: str = Field(pattern=PATTERN, max_length=100)
+    roles: list[str] | None = Field(None, max_length=4,
+                                    description="Only for nodes with one of these roles; "
+                                    "default: every node.")
+
+
+class OneOf(Strict):
+    """Alternatives of which a cluster installs exactly one, e.g. the lock-manager
+    family; the packages of the others are excluded."""
+
+    name: str = Field(pattern=NAME, max_length=64)
+    alternatives: dict[str, list[str]] = Field(min_length=2, max_length=8,
+                                               description="alternative -> patterns")
+    chosen: str | None = Field(None, max_length=64, description="Default for the group "
+                               "named lock-manager: the cluster's lock_manager.")
+
+    @field_validator("alternatives")
+    @classmethod
+    def _patterns(cls, values: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, patterns in values.items():
+            if not re.fullmatch(NAME, name) or not patterns:
+                raise ValueError(f"alternative {name!r} needs a plain name and patterns")
+            for p in patterns:
+                if not re.fullmatch(PATTERN, p):
+                    raise ValueError(f"{p!r} is not a package name pattern")
+        return values
+
+
+class Profile(Strict):
+    """Which packages of the cluster's suite each node installs."""
+
+    include: list[Rule] = Field(default_factory=lambda: [Rule(pattern="*")], max_length=200)
+    exclude: list[Rule] = Field(default_factory=list, max_length=200)
+    one_of: list[OneOf] = Field(default_factory=list, max_length=16)
+    dev_roles: list[str] = Field(default_factory=lambda: ["development"], max_length=4,
+                                 description="-dev packages only on nodes with these roles.")
+    kernel_modules: list[str] = Field(
+        default_factory=list, max_length=16,
+        description="Module sources: each node gets <module>-modules-<its kernel ABI>.")
+
+    @field_validator("kernel_modules")
+    @classmethod
+    def _modules(cls, values: list[str]) -> list[str]:
+        for v in values:
+            if not re.fullmatch(r"^[a-z0-9][a-z0-9+.-]*$", v):
+                raise ValueError(f"{v!r} is not a module source name")
+        return values
+
+
 class ClusterDefinition(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=15,
                       description="cman allows at most 15 characters.")
@@ -137,3 +190,4 @@ class ClusterDefinition(Strict):
     repository: str | None = Field(None, max_length=64,
                                    description="The repository its nodes install from.")
     suite: str | None = Field(None, max_length=64)
+    profile: Profile = Field(default_factory=Profile)

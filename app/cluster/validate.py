@@ -72,6 +72,14 @@ def problems(d: ClusterDefinition, registered: set[str]) -> list[str]:
                        f"{service.domain}")
     for name in _dupes([f.name for f in d.default_files]):
         out.append(f"default file {name} is defined twice")
+    for group in d.profile.one_of:
+        chosen = group.chosen or (d.lock_manager if group.name == "lock-manager" else None)
+        if chosen is None:
+            out.append(f"one_of group {group.name}: choose one of "
+                       f"{', '.join(group.alternatives)}")
+        elif chosen not in group.alternatives:
+            out.append(f"one_of group {group.name} has no alternative {chosen} "
+                       f"(it has {', '.join(group.alternatives)})")
     if (d.repository is None) != (d.suite is None):
         out.append("give both repository and suite, or neither")
     return out

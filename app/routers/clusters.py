@@ -11,17 +11,15 @@ from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from app.cluster import render
 from app.cluster.definition import ClusterDefinition
 from app.cluster.validate import problems
 from app.deps import AdminDep, SessionDep, TokenDep
 from app.errors import ApiError, not_found
 from app.models import Cluster, Node, Repository, TokenKind
+from app.services.clusters import MAIN_FILES, rendered_files
 
 router = APIRouter(prefix="/clusters", tags=["clusters"])
 ClusterName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=15)]
-MAIN_FILES = {"cluster.conf": "/etc/cluster/cluster.conf",
-              "corosync.conf": "/etc/corosync/corosync.conf"}
 
 
 class ManagedFile(BaseModel):
@@ -45,16 +43,6 @@ class ClusterList(BaseModel):
     total: int
 
 
-def rendered_files(d: ClusterDefinition, version: int) -> list[tuple[str, str | None, bytes]]:
-    """(path on the node, node it is for or None for every member, content)."""
-    files: list[tuple[str, str | None, bytes]] = [
-        (MAIN_FILES["cluster.conf"], None, render.cluster_conf(d, version)),
-        (MAIN_FILES["corosync.conf"], None, render.corosync_conf(d, version))]
-    for m in d.members:
-        files += [(path, m.node, data) for path, data in render.default_files(d, m).items()]
-    return files
-
-
 def cluster_out(c: Cluster) -> ClusterOut:
     d = ClusterDefinition.model_validate(c.definition)
     files = []
@@ -72,6 +60,10 @@ async def _check(session, d: ClusterDefinition) -> None:
     registered = set((await session.scalars(select(Node.hostname).where(
         Node.hostname.in_([m.node for m in d.members])))).all())
     found = problems(d, registered)
+    for other in (await session.scalars(select(Cluster).where(Cluster.name != d.name))).all():
+        taken = {m["node"] for m in other.definition["members"]} & {m.node for m in d.members}
+        found += [f"member {n} is already a member of cluster {other.name}"
+                  for n in sorted(taken)]
     if d.repository is not None:
         repo = await session.scalar(select(Repository).where(Repository.name == d.repository))
         if repo is None:
