@@ -17,6 +17,7 @@ from app.errors import install_error_handlers
 from app.limits import BodySizeLimit, RejectControlCharacters
 from app.queue import Queue
 from app.routers import (
+    agent,
     apt,
     artifacts,
     builds,
@@ -27,6 +28,7 @@ from app.routers import (
     patch_series,
     plans,
     repositories,
+    rollouts,
 )
 from app.schemas.build import BuildRequest
 from app.settings import Settings, get_settings
@@ -80,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     api = APIRouter(prefix=API_PREFIX)
     for module in (health, builds, artifacts, patch_series, repositories,
-                   garbage_collections, nodes, plans, clusters):
+                   garbage_collections, nodes, plans, clusters, rollouts, agent):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(apt.router)

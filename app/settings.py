@@ -84,7 +84,7 @@ class Settings(BaseSettings):
         """Create the data directory tree described in DESIGN.md."""
         root = self.resolved_data_dir
         for sub in ("blobs/sha256", "blobs/tmp", "logs/builds", "logs/publications",
-                    "logs/gc", "work", "apt", "gnupg"):
+                    "logs/gc", "logs/rollouts", "work", "apt", "gnupg"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         (root / "gnupg").chmod(0o700)
 

@@ -16,9 +16,10 @@ from typing import Any
 from sqlalchemy import select, update
 
 from app.joblog import JobLog, log_path
-from app.models import Build, GarbageCollection, JobStatus, Publication
+from app.models import Build, GarbageCollection, JobStatus, Publication, Rollout
 from app.models.build import build_job_id
 from app.models.repository import gc_job_id, publication_job_id
+from app.models.rollout import rollout_job_id
 from app.proc import kill_group, kill_marked
 from workers.context import WorkerContext
 
@@ -61,6 +62,7 @@ JOB_KINDS = (
             lambda b: f"build-{b.id}-{b.queue_key}"),
     JobKind(Publication, "publications", "run_publication", publication_job_id),
     JobKind(GarbageCollection, "gc", "run_gc", gc_job_id),
+    JobKind(Rollout, "rollouts", "run_rollout", rollout_job_id),
 )
 
 

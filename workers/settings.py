@@ -18,6 +18,7 @@ from workers.context import WorkerContext
 from workers.gc import run_gc, scheduled_gc
 from workers.leases import reconcile, reconcile_forever
 from workers.publish import refresh_expiring, run_publication, signing_key
+from workers.rollout import run_rollout
 
 _settings = get_settings()
 
@@ -61,6 +62,7 @@ class WorkerSettings:
         # (up to every 5 s) instead of holding a slot.
         func(run_publication, name="run_publication",
              timeout=_settings.publish_timeout + 300, max_tries=2000),
+        func(run_rollout, name="run_rollout", timeout=7 * 24 * 3600, max_tries=100),
         func(run_gc, name="run_gc", timeout=_settings.command_timeout + 300, max_tries=100),
     ]
     cron_jobs = [

@@ -15,10 +15,11 @@ from app.models.repository import (
     RepositoryPoolFile,
     RepositorySuite,
 )
+from app.models.rollout import AgentJob, Rollout
 from app.models.token import ApiToken, TokenKind
 
-__all__ = ["ApiToken", "Artifact", "ArtifactKind", "Base", "Build", "Cluster",
+__all__ = ["AgentJob", "ApiToken", "Artifact", "ArtifactKind", "Base", "Build", "Cluster",
            "GarbageCollection",
            "JobStatus", "Node", "NodeEvent", "Publication", "PublicationEntry",
            "PublicationFile", "Repository", "RepositoryCredential", "RepositoryPoolFile",
-           "RepositorySuite", "TokenKind"]
+           "RepositorySuite", "Rollout", "TokenKind"]

@@ -1,0 +1,50 @@
+"""clusterforge-agent: register, then heartbeat and run jobs until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+from agent.facts import Overrides
+from agent.node import Agent, AgentError
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="clusterforge-agent", description=__doc__)
+    p.add_argument("--server", required=True, help="e.g. http://clusterforge.example:8000")
+    p.add_argument("--enroll", help="an enrollment token (cfe_...): register first")
+    p.add_argument("--root", type=Path, default=Path("/"),
+                   help="act on this directory as the node's root (a chroot)")
+    p.add_argument("--roles", default="", help="comma-separated: cluster-member, "
+                   "storage-server, storage-client, development")
+    p.add_argument("--hostname"), p.add_argument("--machine-id")
+    p.add_argument("--kernel-release", help="what uname -r would say (chroots)")
+    p.add_argument("--heartbeat", type=float, default=10, help="seconds between heartbeats")
+    p.add_argument("--once", action="store_true", help="run at most one job, then exit")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    overrides = Overrides(hostname=args.hostname, machine_id=args.machine_id,
+                          kernel_release=args.kernel_release,
+                          roles=tuple(r for r in args.roles.split(",") if r))
+    agent = Agent(args.server, args.root, overrides)
+
+    async def go() -> None:
+        if args.enroll:
+            await agent.register(args.enroll)
+        if args.once:
+            await agent.heartbeat()
+            report = await agent.run_once(wait=args.heartbeat)
+            print(report["status"] if report else "no job")
+        else:
+            await agent.run_forever(args.heartbeat)
+
+    try:
+        asyncio.run(go())
+    except AgentError as exc:
+        print(f"clusterforge-agent: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0

@@ -1,0 +1,139 @@
+"""An install job: apt source and key, managed files, then packages.
+
+The order is the point: /etc/cluster/cluster.conf and the other managed files are
+written BEFORE any package is configured (the cluster packages fail to configure
+without it), and half-configured packages are finished first (dpkg --configure -a)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+import httpx
+
+from agent.system import Result, System
+
+OUTPUT_TAIL = 16000
+
+
+class JobFailed(Exception):
+    pass
+
+
+class Installer:
+    def __init__(self, system: System, http: httpx.AsyncClient, server: str) -> None:
+        self.system = system
+        self.http = http
+        self.server = server.rstrip("/")
+        self.steps: list[dict[str, Any]] = []
+        self.output: list[str] = []
+
+    def _record(self, name: str, started: float, ok: bool, message: str = "") -> None:
+        self.steps.append({"name": name, "ok": ok, "seconds": round(time.monotonic() - started, 3),
+                           "message": message})
+
+    async def _command(self, name: str, *argv: str, timeout: float = 1800) -> Result:
+        started = time.monotonic()
+        result = await self.system.run(*argv, timeout=timeout)
+        self.output.append(f"$ {' '.join(argv)}\n{result.output}")
+        self._record(name, started, result.ok,
+                     "" if result.ok else f"exit status {result.returncode}")
+        return result
+
+    async def apt_source(self, apt: dict[str, Any]) -> None:
+        started = time.monotonic()
+        key = await self.http.get(self.server + apt["key_url"])
+        key.raise_for_status()
+        keyring = f"/etc/apt/keyrings/clusterforge-{apt['name']}.asc"
+        self.system.write_atomically(keyring, key.content)
+        entry = "\n".join([
+            "# Managed by clusterforge-agent", "Types: deb",
+            f"URIs: {self.server}{apt['url']}", f"Suites: {apt['suite']}",
+            f"Components: {' '.join(apt['components'])}", f"Signed-By: {keyring}", ""])
+        self.system.write_atomically(
+            f"/etc/apt/sources.list.d/clusterforge-{apt['name']}.sources", entry.encode())
+        self._record("apt-source", started, True)
+
+    async def files(self, files: list[dict[str, Any]]) -> None:
+        started = time.monotonic()
+        changed = []
+        for f in files:
+            resp = await self.http.get(self.server + f["url"])
+            if resp.status_code != 200:
+                self._record("files", started, False, f"{f['path']}: HTTP {resp.status_code}")
+                raise JobFailed(f"could not fetch {f['path']}: HTTP {resp.status_code}")
+            if hashlib.sha256(resp.content).hexdigest() != f["sha256"]:
+                self._record("files", started, False, f"{f['path']}: sha256 mismatch")
+                raise JobFailed(f"{f['path']} does not match its sha256 in the plan")
+            if self.system.write_atomically(f["path"], resp.content):
+                changed.append(f["path"])
+        self._record("files", started, True, f"changed: {', '.join(changed) or 'none'}")
+
+    async def packages(self, install: list[str]) -> list[dict[str, Any]]:
+        configure = await self._command("dpkg-configure", "dpkg", "--configure", "-a")
+        if not configure.ok:
+            raise JobFailed("dpkg --configure -a failed (a package was left half-configured)")
+        update = await self._command("apt-update", "apt-get", "update")
+        if not update.ok or "\nE: " in update.output or update.output.startswith("E: "):
+            raise JobFailed("apt-get update failed")
+        result = await self._command(
+            "install", "apt-get", "install", "-y", "--no-install-recommends",
+            "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold",
+            "-o", "Dpkg::Use-Pty=0", *install)
+        packages = await self.package_results(install)
+        if not result.ok:
+            failed = [p["name"] for p in packages if p["status"] != "installed"]
+            raise JobFailed(f"apt-get install failed (exit {result.returncode}); not "
+                            f"installed: {', '.join(failed) or 'see output'}")
+        return packages
+
+    async def package_results(self, install: list[str]) -> list[dict[str, Any]]:
+        wanted = dict(item.split("=", 1) for item in install)
+        query = await self.system.run(
+            "dpkg-query", "-W", "-f=${Package}\\t${Version}\\t${db:Status-Abbrev}\\n",
+            *wanted, timeout=60)
+        seen = {}
+        for line in query.output.splitlines():
+            parts = line.split("\t")
+            if len(parts) == 3:
+                seen[parts[0]] = (parts[1], parts[2].strip())
+        out = []
+        for name, version in wanted.items():
+            installed, abbrev = seen.get(name, (None, ""))
+            if abbrev == "ii" and installed == version:
+                status = "installed"
+            elif abbrev.startswith("i") or abbrev in ("iU", "iF", "iH"):
+                status = {"U": "unpacked", "F": "half-configured",
+                          "H": "half-installed"}.get(abbrev[1:2], "wrong-version")
+            else:
+                status = "not-installed"
+            out.append({"name": name, "wanted": version,
+                        "installed": installed or None, "status": status})
+        return out
+
+    async def health(self, command: str) -> None:
+        result = await self._command("health", "/bin/sh", "-c", command, timeout=600)
+        if not result.ok:
+            raise JobFailed(f"health command failed (exit {result.returncode})")
+
+    async def run(self, payload: dict[str, Any]) -> dict[str, Any]:
+        plan = payload["plan"]
+        packages: list[dict[str, Any]] = []
+        try:
+            await self.apt_source(plan["apt"])
+            await self.files(plan["files"])
+            packages = await self.packages(plan["install"])
+            if payload.get("health_command"):
+                await self.health(payload["health_command"])
+            status, message = "succeeded", (f"{len(packages)} package(s) installed, "
+                                            f"{len(plan['files'])} file(s) in place")
+        except JobFailed as exc:
+            status, message = "failed", str(exc)
+            if not packages and plan.get("install"):
+                packages = await self.package_results(plan["install"])
+        except httpx.HTTPError as exc:
+            status, message = "failed", f"talking to the server: {exc}"
+        output = "\n".join(self.output)
+        return {"status": status, "message": message, "steps": self.steps,
+                "packages": packages, "output": output[-OUTPUT_TAIL:]}

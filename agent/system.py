@@ -1,0 +1,71 @@
+"""Commands and files of the node, or of the chroot given with --root: a test makes a
+debootstrap chroot a node this way."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+       "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive",
+       "DEBCONF_NONINTERACTIVE_SEEN": "true"}
+
+
+@dataclass
+class Result:
+    argv: list[str]
+    returncode: int
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class System:
+    def __init__(self, root: Path = Path("/")) -> None:
+        self.root = root
+
+    @property
+    def chrooted(self) -> bool:
+        return self.root.resolve() != Path("/")
+
+    def path(self, inside: str) -> Path:
+        """A path of the node, as seen from the agent."""
+        return self.root / inside.lstrip("/")
+
+    async def run(self, *argv: str, timeout: float = 1800) -> Result:
+        """Argument list, own process group, timeout (the group is killed), output
+        captured (stdout and stderr together, as an administrator would read it)."""
+        full = ["chroot", str(self.root), *argv] if self.chrooted else list(argv)
+        proc = await asyncio.create_subprocess_exec(
+            *full, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, env=ENV, start_new_session=True)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            return Result(list(argv), -9, f"{argv[0]} killed after {timeout:.0f} s")
+        return Result(list(argv), proc.returncode or 0, out.decode(errors="replace"))
+
+    def write_atomically(self, inside: str, data: bytes, mode: int = 0o644) -> bool:
+        """Write a managed file: temp file beside it, then rename; a previous, different
+        version is kept as <file>.cf-previous. Returns whether anything changed."""
+        target = self.path(inside)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_file() and target.read_bytes() == data:
+            return False
+        tmp = target.with_name(f".{target.name}.cf-tmp")
+        tmp.write_bytes(data)
+        tmp.chmod(mode)
+        if target.is_file():  # kept aside first: the file itself is never missing
+            shutil.copy2(target, target.with_name(target.name + ".cf-previous"))
+        os.replace(tmp, target)
+        return True

@@ -1,0 +1,97 @@
+"""How agents get work and report it: a long poll for the node's next job, and a report
+per job. Only a node token, and only that node's own jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select, update
+
+from app.deps import DbId, TokenDep
+from app.errors import ApiError, not_found
+from app.models import AgentJob, ApiToken, TokenKind
+
+router = APIRouter(prefix="/agent", tags=["agent"])
+POLL = 0.25
+
+
+class AgentJobOut(BaseModel):
+    id: int
+    kind: str
+    payload: dict[str, Any]
+
+
+class PackageResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=200)
+    wanted: str | None = Field(None, max_length=220)
+    installed: str | None = Field(None, max_length=220)
+    status: str = Field(max_length=40, description="e.g. installed, failed, half-configured")
+
+
+class Report(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["succeeded", "failed"]
+    message: str = Field("", max_length=4000)
+    steps: list[dict[str, Any]] = Field(default_factory=list, max_length=50)
+    packages: list[PackageResult] = Field(default_factory=list, max_length=2000)
+    output: str = Field("", max_length=65536, description="Tail of the apt/dpkg output.")
+
+
+def _node_only(token: ApiToken) -> int:
+    if token.kind != TokenKind.node or token.node_id is None:
+        raise ApiError(403, "forbidden", "agent endpoints take a node token")
+    return token.node_id
+
+
+@router.get("/jobs", responses={200: {"model": AgentJobOut}, 204: {"description": "no job"}})
+async def next_job(
+    request: Request, token: TokenDep,
+    wait: Annotated[float, Query(ge=0, le=60, description="Seconds to wait for a job.")] = 25,
+) -> Response:
+    """The node's oldest queued job, handed out once (status 'delivered'); 204 when
+    none came within `wait` seconds."""
+    node_id = _node_only(token)
+    deadline = time.monotonic() + wait
+    sessionmaker = request.app.state.sessionmaker
+    while True:
+        async with sessionmaker() as session:
+            job = await session.scalar(select(AgentJob).where(
+                AgentJob.node_id == node_id, AgentJob.status == "queued")
+                .order_by(AgentJob.id).limit(1))
+            if job is not None:
+                claimed = await session.execute(update(AgentJob).where(
+                    AgentJob.id == job.id, AgentJob.status == "queued").values(
+                    status="delivered", delivered_at=datetime.now(UTC)))
+                await session.commit()
+                if claimed.rowcount:
+                    body = AgentJobOut(id=job.id, kind=job.kind, payload=job.payload)
+                    return Response(body.model_dump_json(), media_type="application/json")
+        if time.monotonic() >= deadline or await request.is_disconnected():
+            return Response(status_code=204)
+        await asyncio.sleep(POLL)
+
+
+@router.post("/jobs/{job_id}/report", status_code=204)
+async def report(job_id: DbId, body: Report, request: Request, token: TokenDep) -> Response:
+    """The result of a job: its status, steps, per-package results and output tail."""
+    node_id = _node_only(token)
+    async with request.app.state.sessionmaker() as session:
+        job = await session.get(AgentJob, job_id)
+        if job is None or job.node_id != node_id:
+            raise not_found("agent job", job_id)
+        if job.status != "delivered":
+            raise ApiError(409, "conflict", f"agent job {job_id} is {job.status}; only a "
+                           "delivered job takes a report")
+        job.status = body.status
+        job.report = body.model_dump()
+        job.finished_at = datetime.now(UTC)
+        await session.commit()
+    return Response(status_code=204)

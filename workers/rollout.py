@@ -1,0 +1,152 @@
+"""The rollout pipeline: preflight every node (registered, online, a plan that
+resolves), then install node after node through the node's agent; the first failure
+stops the rollout and leaves the remaining nodes untouched."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from arq import Retry
+from sqlalchemy import select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from app.cluster.definition import ClusterDefinition
+from app.errors import ApiError
+from app.models import AgentJob, Cluster, Node, Rollout
+from app.schemas.node import NodeStatus
+from app.services.nodes import node_status
+from app.services.plans import Plan, plan_for
+from workers.context import WorkerContext
+from workers.job import Job, StepFailed, clean_text
+
+POLL = 0.25
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class RolloutPipeline:
+    def __init__(self, job: Job, rollout: Rollout) -> None:
+        self.job = job
+        self.rollout = rollout
+        self.nodes: list[dict[str, Any]] = []
+        self.plans: dict[str, Plan] = {}
+
+    async def save(self) -> None:
+        await self.job.update_row(nodes=[dict(n) for n in self.nodes])
+
+    async def __call__(self, job: Job) -> None:
+        async with job.step("preflight"):
+            await self.preflight()
+        for index, entry in enumerate(self.nodes):
+            async with job.step(f"install {entry['node']}"[:40]):
+                try:
+                    await self.install(entry)
+                except BaseException:
+                    for rest in self.nodes[index + 1:]:
+                        rest["status"] = "untouched"
+                    await asyncio.shield(self.save())
+                    raise
+
+    async def preflight(self) -> None:
+        settings = self.job.settings
+        async with self.job.sessionmaker() as session:
+            cluster = await session.scalar(select(Cluster).where(
+                Cluster.name == self.rollout.cluster))
+            if cluster is None:
+                raise StepFailed(f"cluster {self.rollout.cluster} no longer exists")
+            d = ClusterDefinition.model_validate(cluster.definition)
+            problems = []
+            for member in d.members:
+                entry = {"node": member.node, "node_id": None, "status": "pending"}
+                self.nodes.append(entry)
+                node = await session.scalar(select(Node).where(Node.hostname == member.node))
+                if node is None:
+                    problems.append(f"{member.node} is not registered")
+                    continue
+                entry["node_id"] = node.id
+                status = node_status(node, settings)
+                if status != NodeStatus.online:
+                    problems.append(f"{member.node} is {status} (last heartbeat "
+                                    f"{node.last_heartbeat_at:%Y-%m-%d %H:%M:%S} UTC)")
+                try:
+                    self.plans[member.node] = await plan_for(session, node)
+                except ApiError as exc:
+                    problems.append(exc.message)
+        for entry in self.nodes:
+            plan = self.plans.get(entry["node"])
+            entry["packages"] = plan.install if plan else []
+        await self.save()
+        self.job.log.write(f"preflight of {len(self.nodes)} node(s): "
+                           f"{'; '.join(problems) or 'all ready'}")
+        if problems:
+            raise StepFailed("preflight failed, no node was touched: " + "; ".join(problems))
+
+    async def install(self, entry: dict[str, Any]) -> None:
+        plan = self.plans[entry["node"]]
+        async with self.job.sessionmaker() as session:
+            agent_job = AgentJob(node_id=entry["node_id"], rollout_id=self.rollout.id,
+                                 kind="install", status="queued", payload={
+                                     "plan": plan.model_dump(mode="json"),
+                                     "health_command": self.rollout.health_command})
+            session.add(agent_job)
+            await session.commit()
+            job_id = agent_job.id
+        entry.update(status="running", agent_job_id=job_id, started_at=_now())
+        await self.save()
+        self.job.log.write(f"{entry['node']}: agent job {job_id}, "
+                           f"{len(plan.install)} package(s), {len(plan.files)} file(s)")
+        deadline = asyncio.get_running_loop().time() + self.rollout.node_timeout
+        try:
+            while True:
+                async with self.job.sessionmaker() as session:
+                    row = await session.get(AgentJob, job_id)
+                if row.status in ("succeeded", "failed"):
+                    break
+                if asyncio.get_running_loop().time() > deadline:
+                    raise StepFailed(f"{entry['node']}: no report within "
+                                     f"{self.rollout.node_timeout} s (is its agent running?)")
+                await asyncio.sleep(POLL)
+        except BaseException:
+            async with self.job.sessionmaker() as session:
+                await session.execute(update(AgentJob).where(
+                    AgentJob.id == job_id, AgentJob.status.in_(["queued", "delivered"]))
+                    .values(status="cancelled", finished_at=datetime.now(UTC)))
+                await session.commit()
+            entry.update(status="failed", finished_at=_now(),
+                         message="no report from the agent")
+            raise
+        report = row.report or {}
+        entry.update(status=row.status, finished_at=_now(),
+                     message=clean_text(report.get("message", ""), 2000),
+                     steps=report.get("steps", []), results=report.get("packages", []),
+                     output=clean_text(report.get("output", ""), 16000))
+        await self.save()
+        self.job.log.write(f"{entry['node']}: {row.status}: {report.get('message', '')}")
+        if row.status != "succeeded":
+            raise StepFailed(f"{entry['node']} failed: {report.get('message', '')}; the "
+                             "rollout stopped, the remaining nodes are untouched")
+
+
+async def run_rollout(ctx: WorkerContext, rollout_id: int) -> str:
+    """arq entry point: only the id travels through Redis."""
+    try:
+        async with ctx["sessionmaker"]() as session:
+            rollout = await session.get(Rollout, rollout_id)
+    except (OperationalError, InterfaceError) as exc:
+        raise Retry(defer=min(60, 5 * ctx.get("job_try", 1))) from exc
+    if rollout is None:
+        return "skipped: no such rollout"
+    members = len((await _members(ctx, rollout.cluster)) or [1])
+    job = Job(ctx, rollout_id, model=Rollout, kind="rollouts",
+              deadline=rollout.node_timeout * members + 300)
+    return await job.execute(RolloutPipeline(job, rollout))
+
+
+async def _members(ctx: WorkerContext, cluster: str) -> list[str]:
+    async with ctx["sessionmaker"]() as session:
+        row = await session.scalar(select(Cluster).where(Cluster.name == cluster))
+    return [m["node"] for m in row.definition["members"]] if row else []
