@@ -37,7 +37,8 @@ def free_port(avoid: set[int] | None = None) -> int:
 class BenchService:
     """`clusterforge run` in its own process group, with a private data dir and Redis."""
 
-    def __init__(self, data_dir: Path, avoid: set[int] | None = None) -> None:
+    def __init__(self, data_dir: Path, avoid: set[int] | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
         avoid = set(avoid or ())
         self.data_dir = data_dir
         self.port = free_port(avoid)
@@ -54,6 +55,7 @@ class BenchService:
             "CLUSTERFORGE_ADMIN_TOKEN": self.token,
             # Nothing listens there, so `clusterforge run` starts its own redis-server.
             "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            **(extra_env or {}),
         }
         self.log_path = data_dir.parent / "service.log"
         self.proc: subprocess.Popen[bytes] | None = None
