@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--once", action="store_true", help="run at most one job, then exit")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per long poll
     overrides = Overrides(hostname=args.hostname, machine_id=args.machine_id,
                           kernel_release=args.kernel_release,
                           roles=tuple(r for r in args.roles.split(",") if r))
