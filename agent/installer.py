@@ -84,8 +84,10 @@ class Installer:
         packages = await self.package_results(install)
         if not result.ok:
             failed = [p["name"] for p in packages if p["status"] != "installed"]
+            names = ", ".join(failed[:20]) + (f" and {len(failed) - 20} more"
+                                              if len(failed) > 20 else "")
             raise JobFailed(f"apt-get install failed (exit {result.returncode}); not "
-                            f"installed: {', '.join(failed) or 'see output'}")
+                            f"installed: {names or 'see output'}")
         return packages
 
     async def package_results(self, install: list[str]) -> list[dict[str, Any]]:
@@ -134,6 +136,8 @@ class Installer:
                 packages = await self.package_results(plan["install"])
         except httpx.HTTPError as exc:
             status, message = "failed", f"talking to the server: {exc}"
+        except Exception as exc:  # a full disk, a file where a directory should be ...
+            status, message = "failed", f"{type(exc).__name__}: {exc}"
         output = "\n".join(self.output)
         return {"status": status, "message": message, "steps": self.steps,
                 "packages": packages, "output": output[-OUTPUT_TAIL:]}

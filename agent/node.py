@@ -51,8 +51,9 @@ class Agent:
         self.node_id, self.token = body["node"]["id"], body["token"]
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"node_id": self.node_id, "token": self.token}))
-        tmp.chmod(0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # never readable
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps({"node_id": self.node_id, "token": self.token}))
         os.replace(tmp, self.state_path)
         log.info("registered as node %s (%s)", self.node_id, facts["hostname"])
         return self.node_id
@@ -100,6 +101,6 @@ class Agent:
                     await self.heartbeat()
                     last = time.monotonic()
                 await self.run_once(wait=heartbeat_every)
-            except (httpx.HTTPError, AgentError) as exc:
+            except (httpx.HTTPError, AgentError, OSError, ValueError) as exc:
                 log.warning("%s; retrying in %.0f s", exc, heartbeat_every)
                 await asyncio.sleep(heartbeat_every)

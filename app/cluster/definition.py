@@ -16,10 +16,19 @@ NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 ATTR_NAME = r"^[a-z][a-z0-9_]*$"
 
 
+def _xml_safe(c: str) -> bool:
+    o = ord(c)
+    return (o >= 0x20 and not 0xD800 <= o <= 0xDFFF and o not in (0xFFFE, 0xFFFF)
+            and o != 0x7F)
+
+
 def _plain_values(values: dict[str, str]) -> dict[str, str]:
+    """Keys become XML attribute names, values attribute values: both must be safe."""
     for key, value in values.items():
-        if any(ord(c) < 32 for c in value):
-            raise ValueError(f"option {key!r} has a control character")
+        if not re.fullmatch(ATTR_NAME, key) or key == "name":
+            raise ValueError(f"invalid option name {key!r} (a-z, 0-9, _; not 'name')")
+        if not all(_xml_safe(c) for c in value):
+            raise ValueError(f"option {key!r} has a control or non-XML character")
     return values
 
 
@@ -187,7 +196,7 @@ class ClusterDefinition(Strict):
     failover_domains: list[FailoverDomain] = Field(default_factory=list, max_length=32)
     services: list[Service] = Field(default_factory=list, max_length=64)
     default_files: list[DefaultFile] = Field(default_factory=list, max_length=16)
-    repository: str | None = Field(None, max_length=64,
+    repository: str | None = Field(None, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$",
                                    description="The repository its nodes install from.")
-    suite: str | None = Field(None, max_length=64)
+    suite: str | None = Field(None, max_length=64, pattern=NAME)
     profile: Profile = Field(default_factory=Profile)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select, update
 
 from app.deps import DbId, TokenDep
@@ -35,14 +35,31 @@ class PackageResult(BaseModel):
     status: str = Field(max_length=40, description="e.g. installed, failed, half-configured")
 
 
+class Step(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=40)
+    ok: bool
+    seconds: float = Field(ge=0, le=10**7, allow_inf_nan=False)
+    message: str = Field("", max_length=2000)
+
+
 class Report(BaseModel):
+    """What an agent says about a job. Text is cleaned (no NUL or lone surrogates,
+    which the database or the JSON encoder would refuse later)."""
+
     model_config = ConfigDict(extra="forbid")
 
     status: Literal["succeeded", "failed"]
-    message: str = Field("", max_length=4000)
-    steps: list[dict[str, Any]] = Field(default_factory=list, max_length=50)
-    packages: list[PackageResult] = Field(default_factory=list, max_length=2000)
+    message: str = Field("", max_length=20000)
+    steps: list[Step] = Field(default_factory=list, max_length=50)
+    packages: list[PackageResult] = Field(default_factory=list, max_length=20000)
     output: str = Field("", max_length=65536, description="Tail of the apt/dpkg output.")
+
+    @field_validator("message", "output")
+    @classmethod
+    def _clean(cls, value: str) -> str:
+        return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
 def _node_only(token: ApiToken) -> int:

@@ -22,8 +22,9 @@ class RolloutCreate(BaseModel):
 
     cluster: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=15)
     health_command: str | None = Field(
-        None, max_length=2000, description="Run by the agent (through /bin/sh, in the "
-        "node's root) after the install; non-zero stops the rollout.")
+        None, max_length=2000, pattern=r"^[^\x00]*$",
+        description="Run by the agent (through /bin/sh, in the node's root) after the "
+        "install; non-zero stops the rollout.")
     node_timeout: int = Field(1800, ge=10, le=24 * 3600,
                               description="Seconds a node may take to report.")
 

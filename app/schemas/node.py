@@ -33,7 +33,8 @@ class NodeStatus(StrEnum):
 class EnrollmentTokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field("enrollment", min_length=1, max_length=200)
+    name: str = Field("enrollment", min_length=1, max_length=200,
+                      pattern=r"^[^\x00-\x1f\x7f]+$")
     max_uses: int = Field(1, ge=1, le=100_000, description="How many nodes may register.")
     expires_in: int = Field(86400, ge=60, le=90 * 86400,
                             description="Seconds until the token stops working.")

@@ -96,12 +96,22 @@ def _apply(node: Node, facts: NodeFacts, now: datetime) -> list[NodeEvent]:
     return events
 
 
+async def _hostname_free(session: AsyncSession, facts: NodeFacts, node_id: int | None) -> None:
+    """Cluster membership goes by host name: no node may take another node's name."""
+    holder = await session.scalar(select(Node.id).where(
+        Node.hostname == facts.hostname, Node.machine_id != facts.machine_id))
+    if holder is not None and holder != node_id:
+        raise ApiError(409, "conflict", f"host name {facts.hostname} belongs to node "
+                       f"{holder} (another machine); rename one of them")
+
+
 async def register(session: AsyncSession, facts: NodeFacts,
                    enrollment: ApiToken) -> tuple[Node, str]:
     """Create the node, or update the one with this machine id (never a duplicate);
     either way issue a fresh node token and revoke the node's older ones."""
     now = datetime.now(UTC)
     node = await session.scalar(select(Node).where(Node.machine_id == facts.machine_id))
+    await _hostname_free(session, facts, node.id if node else None)
     created = node is None
     if node is None:
         node = Node(machine_id=facts.machine_id, registered_at=now,
@@ -131,6 +141,7 @@ async def heartbeat(session: AsyncSession, node: Node, facts: NodeFacts) -> Node
         raise ApiError(409, "conflict",
                        f"machine id {facts.machine_id} is not the machine id of node "
                        f"{node.id} ({node.machine_id}); register this machine instead")
+    await _hostname_free(session, facts, node.id)
     now = datetime.now(UTC)
     session.add_all(_apply(node, facts, now))
     node.last_heartbeat_at = now

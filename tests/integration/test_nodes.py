@@ -162,3 +162,18 @@ async def test_invalid_facts_and_tokens_get_a_clear_422(client, anon_client):
     # Nothing above used the token up: validation comes first.
     listed = (await client.get("/api/v1/enrollment-tokens")).json()["items"]
     assert listed[0]["uses"] == 0
+
+
+async def test_a_node_cannot_take_another_nodes_host_name(client, anon_client):
+    """Cluster membership goes by host name: taking one would hand over that member's
+    cluster files (fence passwords) and plan."""
+    token = await enrollment(client, max_uses=3)
+    assert (await register(anon_client, token, facts(1)))[0] == 201
+    _, two = await register(anon_client, token, facts(2))
+    resp = await anon_client.post(f"/api/v1/nodes/{two['node']['id']}/heartbeat",
+                                  headers=bearer(two["token"]), json=facts(2, hostname="node1"))
+    assert resp.status_code == 409 and "belongs to node" in resp.json()["error"]["message"]
+    assert (await register(anon_client, token, facts(3, hostname="node1")))[0] == 409
+    # NUL in an enrollment token's name is a 422, not a database error.
+    resp = await client.post("/api/v1/enrollment-tokens", json={"name": "a\u0000b"})
+    assert resp.status_code == 422

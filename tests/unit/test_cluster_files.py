@@ -144,3 +144,18 @@ def test_every_problem_of_a_definition_is_listed() -> None:
                       members=[{"node": f"n{i}", "nodeid": i} for i in range(1, 5)])
     assert problems(gulm, {f"n{i}" for i in range(1, 5)}) == [
         "gulm needs 1, 3 or 5 lock servers: list them in lock_servers"]
+
+
+def test_option_names_and_values_that_would_break_the_xml_are_refused() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    for options in ({'a b="1" c': "x"}, {"<x>": "y"}, {"name": "other-device"},
+                    {"port": "\ufffe"}, {"port": "1\n2"}):
+        with pytest.raises(ValidationError):
+            definition(members=[{"node": "node1", "nodeid": 1, "fence": [
+                {"devices": [{"device": "ipmi-1", "options": options}]}]},
+                {"node": "node2", "nodeid": 2}])
+    with pytest.raises(ValidationError):
+        definition(services=[{"name": "s", "resources": [
+            {"type": "ip", "attributes": {"a b": "1"}}]}], failover_domains=[])
