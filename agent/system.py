@@ -57,13 +57,21 @@ class System:
 
     def write_atomically(self, inside: str, data: bytes, mode: int = 0o644) -> bool:
         """Write a managed file: temp file beside it, then rename; a previous, different
-        version is kept as <file>.cf-previous. Returns whether anything changed."""
+        version is kept as <file>.cf-previous. An existing file keeps its mode (an
+        administrator's 0600 cluster.conf with fence passwords stays 0600). Returns
+        whether anything changed."""
         target = self.path(inside)
         target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_file() and target.read_bytes() == data:
-            return False
+        if target.is_file():
+            if target.read_bytes() == data:
+                return False
+            mode = target.stat().st_mode & 0o7777
         tmp = target.with_name(f".{target.name}.cf-tmp")
-        tmp.write_bytes(data)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
         tmp.chmod(mode)
         if target.is_file():  # kept aside first: the file itself is never missing
             shutil.copy2(target, target.with_name(target.name + ".cf-previous"))
