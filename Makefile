@@ -6,7 +6,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the service and its tests need (watchdog's build-deps are covered
 # by debhelper and build-essential).
 APT_PACKAGES := build-essential dpkg-dev debhelper fakeroot quilt patch gnupg \
-	redis-server python3-venv python3-dev git ca-certificates po-debconf
+	redis-server python3-venv python3-dev git ca-certificates po-debconf debootstrap gpgv
 
 .PHONY: run test deps venv lint openapi clean
 

@@ -14,7 +14,8 @@ from agent.node import Agent, AgentError
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="clusterforge-agent", description=__doc__)
     p.add_argument("--server", required=True, help="e.g. http://clusterforge.example:8000")
-    p.add_argument("--enroll", help="an enrollment token (cfe_...): register first")
+    p.add_argument("--enroll", help="an enrollment token (cfe_...): register when not "
+                   "registered yet (or after an admin reset the node)")
     p.add_argument("--root", type=Path, default=Path("/"),
                    help="act on this directory as the node's root (a chroot)")
     p.add_argument("--roles", default="", help="comma-separated: cluster-member, "
@@ -32,10 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     agent = Agent(args.server, args.root, overrides)
 
     async def go() -> None:
-        if args.enroll:
-            await agent.register(args.enroll)
+        await agent.start(args.enroll)
         if args.once:
-            await agent.heartbeat()
             report = await agent.run_once(wait=args.heartbeat)
             print(report["status"] if report else "no job")
         else:

@@ -22,10 +22,13 @@ class JobFailed(Exception):
 
 
 class Installer:
-    def __init__(self, system: System, http: httpx.AsyncClient, server: str) -> None:
+    def __init__(self, system: System, http: httpx.AsyncClient, server: str,
+                 node_id: int | None = None, token: str | None = None) -> None:
         self.system = system
         self.http = http
         self.server = server.rstrip("/")
+        self.node_id = node_id
+        self.token = token
         self.steps: list[dict[str, Any]] = []
         self.output: list[str] = []
 
@@ -46,27 +49,44 @@ class Installer:
         key = await self.http.get(self.server + apt["key_url"])
         key.raise_for_status()
         keyring = f"/etc/apt/keyrings/clusterforge-{apt['name']}.asc"
-        self.system.write_atomically(keyring, key.content)
+        self.system.write_atomically(keyring, key.content, keep_previous=False)
         entry = "\n".join([
             "# Managed by clusterforge-agent", "Types: deb",
             f"URIs: {self.server}{apt['url']}", f"Suites: {apt['suite']}",
             f"Components: {' '.join(apt['components'])}", f"Signed-By: {keyring}", ""])
         self.system.write_atomically(
-            f"/etc/apt/sources.list.d/clusterforge-{apt['name']}.sources", entry.encode())
+            f"/etc/apt/sources.list.d/clusterforge-{apt['name']}.sources", entry.encode(),
+            keep_previous=False)
+        auth = f"/etc/apt/auth.conf.d/clusterforge-{apt['name']}.conf"
+        if apt.get("read_protected") and self.token:
+            # apt's netrc-like file, the node token as the password (the service takes
+            # it for its cluster's repository only). The scheme stays in: apt applies
+            # an entry without one to https only (apt_auth.conf(5)).
+            machine = self.server + apt["url"]
+            self.system.write_atomically(auth, (
+                "# Managed by clusterforge-agent\n"
+                f"machine {machine}\nlogin node-{self.node_id}\npassword {self.token}\n"
+            ).encode(), mode=0o600, keep_mode=False,
+            keep_previous=False)
         self._record("apt-source", started, True)
 
     async def files(self, files: list[dict[str, Any]]) -> None:
         started = time.monotonic()
         changed = []
         for f in files:
-            resp = await self.http.get(self.server + f["url"])
-            if resp.status_code != 200:
-                self._record("files", started, False, f"{f['path']}: HTTP {resp.status_code}")
-                raise JobFailed(f"could not fetch {f['path']}: HTTP {resp.status_code}")
-            if hashlib.sha256(resp.content).hexdigest() != f["sha256"]:
+            if "content" in f:  # the plan carries the file as it was preflighted
+                data = f["content"].encode()
+            else:
+                resp = await self.http.get(self.server + f["url"])
+                if resp.status_code != 200:
+                    self._record("files", started, False,
+                                 f"{f['path']}: HTTP {resp.status_code}")
+                    raise JobFailed(f"could not fetch {f['path']}: HTTP {resp.status_code}")
+                data = resp.content
+            if hashlib.sha256(data).hexdigest() != f["sha256"]:
                 self._record("files", started, False, f"{f['path']}: sha256 mismatch")
                 raise JobFailed(f"{f['path']} does not match its sha256 in the plan")
-            if self.system.write_atomically(f["path"], resp.content):
+            if self.system.write_atomically(f["path"], data):
                 changed.append(f["path"])
         self._record("files", started, True, f"changed: {', '.join(changed) or 'none'}")
 

@@ -26,6 +26,7 @@ from app.deps import BlobsDep, SessionDep, SettingsDep
 from app.errors import ApiError
 from app.http_files import IMMUTABLE, REVALIDATE, file_response, media_type_for
 from app.models import (
+    Node,
     Publication,
     PublicationFile,
     Repository,
@@ -35,6 +36,7 @@ from app.models import (
     TokenKind,
 )
 from app.schemas.repository import DIST_NAME_PATTERN, REPO_NAME_PATTERN
+from app.services.clusters import cluster_of
 from app.services.repositories import base_url, hash_password
 
 router = APIRouter(prefix="/apt", tags=["apt"])
@@ -78,21 +80,37 @@ async def _basic_credentials(request: Request) -> tuple[str, str] | None:
     return user, password
 
 
+async def _token_reads(session: SessionDep, token: str, repo: Repository) -> bool:
+    """An admin token reads every repository; a node token the repository of its
+    node's cluster (what its plan installs from), nothing else."""
+    if not token or not token.isprintable():
+        return False
+    row = await find_token(session, token.strip())
+    if row is None:
+        return False
+    if row.kind == TokenKind.admin:
+        return True
+    if row.kind != TokenKind.node or row.node_id is None:
+        return False
+    hostname = await session.scalar(select(Node.hostname).where(Node.id == row.node_id))
+    found = hostname and await cluster_of(session, hostname)
+    return bool(found) and found[1].repository == repo.name
+
+
 async def readable_repository(repository: RepoName, request: Request,
                               session: SessionDep) -> Repository:
     """The repository, once the reader may read it: anyone for a public repository;
     for a read-protected one, HTTP Basic with a repository credential or, as the
-    password, an admin token (or the admin token as a Bearer token)."""
+    password, an admin token or the node token of a node whose cluster installs from
+    it (or such a token as a Bearer token)."""
     repo = await session.scalar(select(Repository).where(Repository.name == repository))
     if repo is None:
         raise _not_found(f"repository {repository}")
     if not repo.read_protected:
         return repo
     scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and bearer and bearer.isprintable():
-        token = await find_token(session, bearer.strip())  # scripts holding an admin token
-        if token is not None and token.kind == TokenKind.admin:
-            return repo
+    if scheme.lower() == "bearer" and bearer and await _token_reads(session, bearer, repo):
+        return repo
     creds = await _basic_credentials(request)
     if creds is None:
         raise _unauthorized(repo.name)
@@ -102,8 +120,7 @@ async def readable_repository(repository: RepoName, request: Request,
         RepositoryCredential.revoked.is_(False)))
     if stored is not None and hmac.compare_digest(stored, hash_password(password)):
         return repo
-    token = await find_token(session, password)
-    if token is not None and token.kind == TokenKind.admin:
+    if await _token_reads(session, password, repo):
         return repo
     raise _unauthorized(repo.name)
 

@@ -69,12 +69,13 @@ async def register(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Registration:
     """Register this machine (Authorization: Bearer <enrollment token>). The same
-    machine id registering again updates its node and replaces its node token."""
+    machine id registering again updates its node and replaces its node token; that
+    takes the node's own token (cfn_...), or an enrollment token once an admin has
+    reset the node (409 otherwise)."""
     if credentials is None or not credentials.credentials.isprintable():
         raise ApiError(401, "unauthorized", "register with an enrollment token "
                        "(Authorization: Bearer cfe_...)")
-    enrollment = await service.use_enrollment_token(session, credentials.credentials)
-    node, token = await service.register(session, body, enrollment)
+    node, token = await service.register(session, body, credentials.credentials)
     await session.commit()
     response.headers["Location"] = f"/api/v1/nodes/{node.id}"
     return Registration(node=service.node_out(node, settings), token=token)
@@ -102,6 +103,18 @@ async def get_node(node_id: DbId, session: SessionDep, settings: SettingsDep,
                    token: TokenDep) -> NodeOut:
     allow_node(token, node_id)
     return service.node_out(await service.get_node(session, node_id), settings)
+
+
+@router.post("/nodes/{node_id}/reset", response_model=NodeOut)
+async def reset_node(node_id: DbId, session: SessionDep, settings: SettingsDep,
+                     admin: AdminDep) -> NodeOut:
+    """Revoke the node's token so that its machine may register again with an
+    enrollment token (a reinstalled machine that kept its machine id). Recorded as a
+    `reset` event."""
+    node = await service.get_node(session, node_id)
+    await service.reset(session, node, admin)
+    await session.commit()
+    return service.node_out(node, settings)
 
 
 @router.post("/nodes/{node_id}/heartbeat", response_model=NodeOut)

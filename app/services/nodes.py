@@ -8,9 +8,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import hash_token, new_token
+from app.auth import find_token, hash_token, new_token
 from app.errors import ApiError, not_found
 from app.models import ApiToken, Node, NodeEvent, TokenKind
 from app.schemas.node import NodeFacts, NodeOut, NodeStatus
@@ -105,28 +106,64 @@ async def _hostname_free(session: AsyncSession, facts: NodeFacts, node_id: int |
                        f"{holder} (another machine); rename one of them")
 
 
+async def _live_token(session: AsyncSession, node_id: int) -> bool:
+    return await session.scalar(select(ApiToken.id).where(
+        ApiToken.node_id == node_id, ApiToken.kind == TokenKind.node,
+        ApiToken.revoked.is_(False)).limit(1)) is not None
+
+
 async def register(session: AsyncSession, facts: NodeFacts,
-                   enrollment: ApiToken) -> tuple[Node, str]:
+                   bearer: str) -> tuple[Node, str]:
     """Create the node, or update the one with this machine id (never a duplicate);
-    either way issue a fresh node token and revoke the node's older ones."""
+    either way issue a fresh node token and revoke the node's older ones.
+
+    `credential` is an enrollment token, or the node's own token when an agent
+    registers again. An enrollment token never takes over a node that still holds a
+    live token: anyone holding an enrollment token could otherwise claim a machine id
+    (machine ids are no secret) and with it the node's plan and files. An admin frees
+    such a node with POST /nodes/{id}/reset."""
     now = datetime.now(UTC)
+    credential = await find_token(session, bearer) if bearer.startswith("cfn_") else None
+    if credential is None or credential.kind != TokenKind.node:
+        credential = await use_enrollment_token(session, bearer)  # 401 unless valid
     node = await session.scalar(select(Node).where(Node.machine_id == facts.machine_id))
+    if credential.kind == TokenKind.node:
+        if node is None or node.id != credential.node_id:
+            raise ApiError(403, "forbidden", "a node token registers only its own machine "
+                           f"(node {credential.node_id}), not machine id {facts.machine_id}")
+    elif node is not None and await _live_token(session, node.id):
+        raise ApiError(409, "already_registered",
+                       f"machine id {facts.machine_id} is registered as node {node.id} "
+                       f"({node.hostname}), which still holds a node token: register again "
+                       "with that node token, or have an admin reset the node "
+                       f"(POST /api/v1/nodes/{node.id}/reset) first",
+                       {"node_id": node.id})
     await _hostname_free(session, facts, node.id if node else None)
     created = node is None
     if node is None:
         node = Node(machine_id=facts.machine_id, registered_at=now,
-                    enrolled_with=enrollment.id)
+                    enrolled_with=credential.id)
     events = _apply(node, facts, now)
     node.last_heartbeat_at = now
     if created:
         session.add(node)
-        await session.flush()
+        try:
+            async with session.begin_nested():
+                await session.flush()
+        except IntegrityError:
+            # The same new machine registering twice at once: one wins, the other is
+            # told so (its enrollment use is rolled back with the request).
+            raise ApiError(409, "already_registered",
+                           f"machine id {facts.machine_id} was registered by another "
+                           "request at the same moment") from None
     session.add_all(events)
+    how = ("its node token" if credential.kind == TokenKind.node
+           else f"enrollment token {credential.name!r}")
     session.add(NodeEvent(
         node_id=node.id, kind="registered" if created else "re-registered",
-        message=f"{'registered' if created else 'registered again'} with enrollment token "
-                f"{enrollment.name!r}",
-        data={"enrollment_token": enrollment.id}))
+        message=f"{'registered' if created else 'registered again'} with {how}",
+        data={"enrollment_token": credential.id}
+        if credential.kind == TokenKind.enrollment else {}))
     await session.execute(update(ApiToken).where(
         ApiToken.node_id == node.id, ApiToken.kind == TokenKind.node).values(revoked=True))
     token = new_token(TokenKind.node)
@@ -134,6 +171,21 @@ async def register(session: AsyncSession, facts: NodeFacts,
                          token_hash=hash_token(token), node_id=node.id))
     await session.flush()
     return node, token
+
+
+async def reset(session: AsyncSession, node: Node, admin: ApiToken) -> int:
+    """Revoke the node's tokens, so that the machine may register again with an
+    enrollment token (a reinstalled machine that kept its machine id, a lost state
+    file). Returns how many tokens were revoked."""
+    result = await session.execute(update(ApiToken).where(
+        ApiToken.node_id == node.id, ApiToken.kind == TokenKind.node,
+        ApiToken.revoked.is_(False)).values(revoked=True))
+    session.add(NodeEvent(node_id=node.id, kind="reset",
+                          message=f"node token revoked by admin token {admin.name!r}; the "
+                                  "machine may register again with an enrollment token",
+                          data={"revoked": result.rowcount}))
+    await session.flush()
+    return result.rowcount
 
 
 async def heartbeat(session: AsyncSession, node: Node, facts: NodeFacts) -> Node:

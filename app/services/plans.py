@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,6 +32,9 @@ class PlannedFile(BaseModel):
     path: str
     sha256: str
     url: str
+    content: str = Field(description="The file itself (UTF-8 text), as rendered for "
+                         "this plan: a rollout installs exactly what it preflighted, "
+                         "even if the cluster changes meanwhile.")
 
 
 class AptSource(BaseModel):
@@ -40,6 +43,8 @@ class AptSource(BaseModel):
     suite: str
     components: list[str]
     key_url: str
+    read_protected: bool = Field(description="apt needs credentials: the agent writes "
+                                 "its node token into /etc/apt/auth.conf.d/.")
 
 
 class Plan(BaseModel):
@@ -85,6 +90,12 @@ async def plan_for(session: AsyncSession, node: Node) -> Plan:
                        f"{d.repository}/{d.suite} has no {exc.package}: build the module "
                        f"package for ABI {exc.abi} first",
                        {"abi": exc.abi, "package": exc.package}) from None
+    if not chosen:
+        raise ApiError(409, "empty_selection",
+                       f"the profile of cluster {cluster.name} selects no package of "
+                       f"{d.repository}/{d.suite} for node {node.hostname} (roles: "
+                       f"{', '.join(node.roles) or 'none'}, architecture "
+                       f"{node.architecture}): check its include and exclude rules")
     files = []
     for path, member, data in rendered_files(d, cluster.config_version):
         if member in (None, node.hostname):
@@ -92,12 +103,13 @@ async def plan_for(session: AsyncSession, node: Node) -> Plan:
             url = (f"/api/v1/clusters/{cluster.name}/config/{name}" if member is None else
                    f"/api/v1/clusters/{cluster.name}/config/default/{name}")
             files.append(PlannedFile(path=path, sha256=hashlib.sha256(data).hexdigest(),
-                                     url=url))
+                                     url=url, content=data.decode()))
     return Plan(node=node.hostname, cluster=cluster.name, config_version=cluster.config_version,
                 repository=d.repository, suite=d.suite, publication_id=current,
                 apt=AptSource(name=repo.name, url=f"/apt/{repo.name}", suite=d.suite,
                               components=repo.components,
-                              key_url=f"/apt/{repo.name}/key.asc"),
+                              key_url=f"/apt/{repo.name}/key.asc",
+                              read_protected=repo.read_protected),
                 packages=[PlannedPackage(name=c.name, version=c.version,
                                          architecture=c.architecture) for c in chosen],
                 install=[f"{c.name}={c.version}" for c in chosen], files=files)

@@ -3,6 +3,7 @@ their own node, heartbeats with fresh facts, and kernel changes as events."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from httpx import AsyncClient
@@ -43,8 +44,8 @@ async def test_a_machine_registers_once_and_again_without_a_duplicate(client, an
     node = first["node"]
     assert node["hostname"] == "node1" and node["status"] == "online"
     assert node["roles"] == ["cluster-member"] and first["token"].startswith("cfn_")
-    # The same machine again (reinstalled agent, new host name): same node, new token.
-    status, again = await register(anon_client, token, facts(1, hostname="node1b"))
+    # The agent registers again with its own node token: same node, new token.
+    status, again = await register(anon_client, first["token"], facts(1, hostname="node1b"))
     assert status == 201 and again["node"]["id"] == node["id"]
     assert again["node"]["hostname"] == "node1b"
     nodes = (await client.get("/api/v1/nodes")).json()
@@ -54,10 +55,43 @@ async def test_a_machine_registers_once_and_again_without_a_duplicate(client, an
     assert old.status_code == 401
     new = await anon_client.get(f"/api/v1/nodes/{node['id']}", headers=bearer(again["token"]))
     assert new.status_code == 200
+    # A node token registers only its own machine.
+    status, body = await register(anon_client, again["token"], facts(2))
+    assert status == 403, body
+    # Anyone with an enrollment token cannot take the node over by its machine id ...
+    status, body = await register(anon_client, token, facts(1, hostname="intruder"))
+    assert status == 409 and body["error"]["code"] == "already_registered", body
+    assert f"/nodes/{node['id']}/reset" in body["error"]["message"]
+    assert (await anon_client.get(f"/api/v1/nodes/{node['id']}",
+                                  headers=bearer(again["token"]))).status_code == 200
+    # ... until an admin resets it (a reinstalled machine that kept its machine id).
+    assert (await anon_client.post(f"/api/v1/nodes/{node['id']}/reset",
+                                   headers=bearer(again["token"]))).status_code == 403
+    assert (await client.post(f"/api/v1/nodes/{node['id']}/reset")).status_code == 200
+    assert (await anon_client.get(f"/api/v1/nodes/{node['id']}",
+                                  headers=bearer(again["token"]))).status_code == 401
+    status, third = await register(anon_client, token, facts(1, hostname="node1"))
+    assert status == 201 and third["node"]["id"] == node["id"], third
+    assert (await client.get("/api/v1/nodes")).json()["total"] == 1
     events = (await client.get(f"/api/v1/nodes/{node['id']}/events")).json()["items"]
-    assert [e["kind"] for e in events] == ["re-registered", "hostname_changed", "registered"]
+    assert [e["kind"] for e in events] == [
+        "re-registered", "hostname_changed", "reset", "re-registered", "hostname_changed",
+        "registered"]
     listed = (await client.get("/api/v1/enrollment-tokens")).json()["items"]
+    # The refused takeover used nothing up: the first and the last registration did.
     assert listed[0]["uses"] == 2 and listed[0]["max_uses"] == 3 and listed[0]["token"] is None
+
+
+async def test_one_new_machine_registering_twice_at_once_makes_one_node(client, anon_client):
+    """Two requests for the same new machine id race; one wins, the other gets a 409
+    (never a 500 from the database's unique constraint), and no duplicate is made."""
+    first, second = await enrollment(client, max_uses=5), await enrollment(client, max_uses=5)
+    results = await asyncio.gather(*[
+        register(anon_client, tok, facts(7)) for tok in (first, second, first, second)])
+    statuses = sorted(s for s, _ in results)
+    assert statuses[0] == 201 and set(statuses[1:]) <= {201, 409}, results
+    assert statuses.count(201) == 1, results
+    assert (await client.get("/api/v1/nodes")).json()["total"] == 1
 
 
 async def test_expired_or_used_up_enrollment_tokens_get_401(app, client, anon_client):

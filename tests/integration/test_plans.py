@@ -115,3 +115,34 @@ async def test_plans_are_private_and_need_a_cluster(app, client, anon_client, ru
         "name": "gamma", "lock_manager": "dlm", "members": [{"node": "node1", "nodeid": 1}]})
     assert resp.status_code == 422
     assert "already a member of cluster alpha" in resp.json()["error"]["message"]
+    # A profile that selects nothing is a 409, never an empty install that "succeeds".
+    beta = (await client.get("/api/v1/clusters/beta")).json()["definition"]
+    beta["profile"] = {"include": [{"pattern": "no-such-package*"}]}
+    assert (await client.put("/api/v1/clusters/beta", json=beta)).status_code == 200
+    status, body = await _plan(anon_client, nodes["node3"])
+    assert status == 409 and body["error"]["code"] == "empty_selection", body
+
+
+async def test_plans_carry_their_files_and_node_tokens_read_their_clusters_repository(
+    app, client, anon_client, run_worker, fixtures_dir
+):
+    nodes = await _setup(app, client, anon_client, run_worker, fixtures_dir)
+    status, one = await _plan(anon_client, nodes["node1"])
+    assert status == 200, one
+    for f in one["files"]:  # what a rollout installs is what it preflighted
+        assert hashlib.sha256(f["content"].encode()).hexdigest() == f["sha256"]
+    assert one["apt"]["read_protected"] is False
+    resp = await client.patch("/api/v1/repositories/cluster", json={"read_protected": True})
+    assert resp.status_code == 200, resp.text
+    assert (await _plan(anon_client, nodes["node1"]))[1]["apt"]["read_protected"] is True
+    url = "/apt/cluster/dists/bookworm/InRelease"
+    assert (await anon_client.get(url)).status_code == 401
+    # A member's node token reads its cluster's repository, as Bearer or as apt's
+    # Basic password (auth.conf.d); a node in no cluster using it reads nothing.
+    member, outsider = nodes["node1"]["token"], nodes["node4"]["token"]
+    assert (await anon_client.get(url, headers=bearer(member))).status_code == 200
+    assert (await anon_client.get(url, auth=("node-1", member))).status_code == 200
+    assert (await anon_client.get(url, headers=bearer(outsider))).status_code == 401
+    assert (await anon_client.get(url, auth=("node-4", outsider))).status_code == 401
+    enrol = await enrollment(client)
+    assert (await anon_client.get(url, auth=("x", enrol))).status_code == 401

@@ -56,8 +56,10 @@ async def _run(client, run_worker, agents: list[Agent], body: dict) -> dict:
 
 
 async def _setup(app, client, live_server, run_worker, fixtures_dir, chroot, debs,
-                 roles: list[list[str]], profile: dict) -> tuple[list[Chroot], list[Agent]]:
-    await create_repository(client, "cluster", architectures=[_arch()])
+                 roles: list[list[str]], profile: dict, read_protected: bool = False,
+                 ) -> tuple[list[Chroot], list[Agent]]:
+    await create_repository(client, "cluster", architectures=[_arch()],
+                            read_protected=read_protected)
     ids = await store_debs(app, debs)
     await publish(client, run_worker, "cluster", {"suite": "bookworm", "artifacts": ids})
     token = (await client.post("/api/v1/enrollment-tokens", json={"max_uses": 3})
@@ -68,7 +70,7 @@ async def _setup(app, client, live_server, run_worker, fixtures_dir, chroot, deb
         agent = Agent(live_server, root.dest, Overrides(
             hostname=f"node{n}", machine_id=f"{n:032x}", kernel_release="6.1.0-18-amd64",
             roles=tuple(node_roles)))
-        await agent.register(token)
+        await agent.start(token)
         agents.append(agent)
     resp = await client.post("/api/v1/clusters", json={
         "name": "alpha", "lock_manager": "dlm", "quorum": {"expected_votes": 2},
@@ -79,14 +81,17 @@ async def _setup(app, client, live_server, run_worker, fixtures_dir, chroot, deb
 
 
 async def test_a_rollout_installs_every_node_with_its_files_first(
-    app, client, live_server, run_worker, chroot, fixtures_dir
+    app, client, anon_client, live_server, run_worker, chroot, fixtures_dir
 ):
     debs = [make_binary_deb(fixtures_dir, "cf-needs-conf", "1.0", postinst=NEEDS_CONF),
             make_binary_deb(fixtures_dir, "cf-common", "1.0"),
             make_binary_deb(fixtures_dir, "cf-common-dev", "1.0")]
+    # Read-protected: apt on each node reads with the node's own token, which the
+    # agent writes into /etc/apt/auth.conf.d/ (0600).
     roots, agents = await _setup(app, client, live_server, run_worker, fixtures_dir, chroot,
                                  debs, [["cluster-member"], ["cluster-member", "development"],
-                                        ["cluster-member"]], {})
+                                        ["cluster-member"]], {}, read_protected=True)
+    assert (await anon_client.get("/apt/cluster/dists/bookworm/InRelease")).status_code == 401
     try:
         rollout = await _run(client, run_worker, agents, {
             "cluster": "alpha", "health_command": "test -s /etc/cluster/cluster.conf"})
@@ -104,6 +109,9 @@ async def test_a_rollout_installs_every_node_with_its_files_first(
                 "installed"
             assert [s["name"] for s in entry["steps"]] == [
                 "apt-source", "files", "dpkg-configure", "apt-update", "install", "health"]
+            auth = root.dest / "etc/apt/auth.conf.d/clusterforge-cluster.conf"
+            assert auth.stat().st_mode & 0o777 == 0o600
+            assert f"password {agents[n - 1].token}" in auth.read_text()
     finally:
         for root in roots[1:]:
             await root.destroy()
