@@ -8,12 +8,13 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.joblog import JobLog, log_path
 from app.models import Build, GarbageCollection, JobStatus, Publication, Rollout
@@ -21,6 +22,7 @@ from app.models.build import build_job_id
 from app.models.repository import gc_job_id, publication_job_id
 from app.models.rollout import rollout_job_id
 from app.proc import kill_group, kill_marked
+from app.services.rollouts import settle_lost_rollout
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,8 @@ class JobKind:
     function: str
     job_id: Callable[[int, str], str]
     marker: Callable[[Any], str] | None = None
+    # Settles what the lost job leaves behind, in the transaction that fails it.
+    after_lost: Callable[[AsyncSession, int, str], Awaitable[None]] | None = None
 
 
 JOB_KINDS = (
@@ -62,7 +66,8 @@ JOB_KINDS = (
             lambda b: f"build-{b.id}-{b.queue_key}"),
     JobKind(Publication, "publications", "run_publication", publication_job_id),
     JobKind(GarbageCollection, "gc", "run_gc", gc_job_id),
-    JobKind(Rollout, "rollouts", "run_rollout", rollout_job_id),
+    JobKind(Rollout, "rollouts", "run_rollout", rollout_job_id,
+            after_lost=settle_lost_rollout),
 )
 
 
@@ -86,6 +91,8 @@ async def _fail_expired(ctx: WorkerContext, kind: JobKind, now: datetime) -> int
                         lease_expires_at=None, process_group=None))
             if result.rowcount:
                 failed += 1
+                if kind.after_lost is not None:
+                    await kind.after_lost(session, row.id, message)
                 JobLog(log_path(ctx["settings"].resolved_data_dir, kind.log_kind,
                                 row.id)).write(f"===== failed: {message}")
                 if _worker_dead_here(worker):

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from arq import Retry
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.cluster.definition import ClusterDefinition
@@ -18,6 +18,7 @@ from app.models import AgentJob, Cluster, Node, Rollout
 from app.schemas.node import NodeStatus
 from app.services.nodes import node_status
 from app.services.plans import Plan, plan_for
+from app.services.rollouts import entry_from_report, stop_nodes
 from workers.context import WorkerContext
 from workers.job import Job, StepFailed, clean_text
 
@@ -41,15 +42,26 @@ class RolloutPipeline:
     async def __call__(self, job: Job) -> None:
         async with job.step("preflight"):
             await self.preflight()
-        for index, entry in enumerate(self.nodes):
-            async with job.step(f"install {entry['node']}"[:40]):
+        for entry in self.nodes:
+            # The node id keeps step names unique however long the host names are.
+            async with job.step(f"install #{entry['nodeid']} {entry['node']}"[:40]):
                 try:
                     await self.install(entry)
-                except BaseException:
-                    for rest in self.nodes[index + 1:]:
-                        rest["status"] = "untouched"
-                    await asyncio.shield(self.save())
+                except BaseException as exc:
+                    await asyncio.shield(self.stop(exc))
                     raise
+
+    async def stop(self, exc: BaseException) -> None:
+        """Settle every node not finished, with its agent job, in one transaction."""
+        if isinstance(exc, asyncio.CancelledError):
+            reason = "the rollout was cancelled"
+        elif isinstance(exc, StepFailed):
+            reason = "the rollout stopped: " + str(exc).split(";")[0]
+        else:
+            reason = f"the rollout stopped: {type(exc).__name__}: {exc}"
+        async with self.job.sessionmaker() as session:
+            await stop_nodes(session, self.rollout.id, self.nodes, clean_text(reason, 500))
+            await session.commit()
 
     async def preflight(self) -> None:
         settings = self.job.settings
@@ -61,7 +73,8 @@ class RolloutPipeline:
             d = ClusterDefinition.model_validate(cluster.definition)
             problems = []
             for member in d.members:
-                entry = {"node": member.node, "node_id": None, "status": "pending"}
+                entry = {"node": member.node, "nodeid": member.nodeid, "node_id": None,
+                         "status": "pending"}
                 self.nodes.append(entry)
                 node = await session.scalar(select(Node).where(Node.hostname == member.node))
                 if node is None:
@@ -100,30 +113,17 @@ class RolloutPipeline:
         self.job.log.write(f"{entry['node']}: agent job {job_id}, "
                            f"{len(plan.install)} package(s), {len(plan.files)} file(s)")
         deadline = asyncio.get_running_loop().time() + self.rollout.node_timeout
-        try:
-            while True:
-                async with self.job.sessionmaker() as session:
-                    row = await session.get(AgentJob, job_id)
-                if row.status in ("succeeded", "failed"):
-                    break
-                if asyncio.get_running_loop().time() > deadline:
-                    raise StepFailed(f"{entry['node']}: no report within "
-                                     f"{self.rollout.node_timeout} s (is its agent running?)")
-                await asyncio.sleep(POLL)
-        except BaseException:
+        while True:
             async with self.job.sessionmaker() as session:
-                await session.execute(update(AgentJob).where(
-                    AgentJob.id == job_id, AgentJob.status.in_(["queued", "delivered"]))
-                    .values(status="cancelled", finished_at=datetime.now(UTC)))
-                await session.commit()
-            entry.update(status="failed", finished_at=_now(),
-                         message="no report from the agent")
-            raise
+                row = await session.get(AgentJob, job_id)
+            if row.status in ("succeeded", "failed"):
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                raise StepFailed(f"{entry['node']}: no report within "
+                                 f"{self.rollout.node_timeout} s (is its agent running?)")
+            await asyncio.sleep(POLL)
         report = row.report or {}
-        entry.update(status=row.status, finished_at=_now(),
-                     message=clean_text(report.get("message", ""), 2000),
-                     steps=report.get("steps", []), results=report.get("packages", []),
-                     output=clean_text(report.get("output", ""), 16000))
+        entry_from_report(entry, row.status, report)
         await self.save()
         self.job.log.write(f"{entry['node']}: {row.status}: {report.get('message', '')}")
         if row.status != "succeeded":

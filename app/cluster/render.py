@@ -27,10 +27,11 @@ def lock_servers(d: ClusterDefinition) -> list[str]:
 
 def cluster_conf(d: ClusterDefinition, config_version: int) -> bytes:
     root = ET.Element("cluster", name=d.name, config_version=str(config_version))
-    cman = {"expected_votes": str(expected_votes(d))}
-    if d.quorum.two_node:
-        cman["two_node"] = "1"
-    ET.SubElement(root, "cman", cman)
+    if d.lock_manager == "dlm":  # a gulm cluster's quorum is its lock servers', not cman's
+        cman = {"expected_votes": str(expected_votes(d))}
+        if d.quorum.two_node:
+            cman["two_node"] = "1"
+        ET.SubElement(root, "cman", cman)
     nodes = ET.SubElement(root, "clusternodes")
     for m in d.members:
         node = ET.SubElement(nodes, "clusternode", name=m.node, nodeid=str(m.nodeid),

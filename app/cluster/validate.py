@@ -3,9 +3,65 @@ cluster definition in one go, not one error per request."""
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 
 from app.cluster.definition import ClusterDefinition
+from app.schemas.node import Role
+
+ROLES = [str(r) for r in Role]
+
+
+def _family(address: str) -> str | None:
+    """ipv4, ipv6, or None for a host name (resolved by corosync, family unknown)."""
+    try:
+        return f"ipv{ipaddress.ip_address(address).version}"
+    except ValueError:
+        return None
+
+
+def _ring_problems(d: ClusterDefinition) -> list[str]:
+    """corosync's knet links: every node has the same number of links, the addresses
+    of one link are of one family, and no address is given twice (corosync refuses
+    to start on each of these)."""
+    out: list[str] = []
+    rings = {m.node: m.ring_addresses or [m.node] for m in d.members}
+    counts = Counter(len(r) for r in rings.values())
+    if len(counts) > 1:
+        detail = ", ".join(f"{n}: {len(r)}" for n, r in rings.items())
+        out.append(f"every member needs the same number of ring addresses ({detail})")
+    for link in range(max(counts)):
+        families = {n: _family(r[link]) for n, r in rings.items() if len(r) > link}
+        known = {f for f in families.values() if f}
+        if len(known) > 1:
+            detail = ", ".join(f"{n}: {f}" for n, f in families.items() if f)
+            out.append(f"ring {link} mixes address families ({detail})")
+    seen: dict[str, str] = {}
+    for node, addresses in rings.items():
+        for address in addresses:
+            key = address.lower()
+            if key in seen and seen[key] != node:
+                out.append(f"ring address {address} is given for both {seen[key]} and {node}")
+            elif key in seen:
+                out.append(f"member {node} lists ring address {address} twice")
+            seen.setdefault(key, node)
+    return out
+
+
+def _role_problems(d: ClusterDefinition) -> list[str]:
+    """A role no node can have makes a rule that never applies: a typo, not a wish."""
+    out = []
+    rules = [("include", r) for r in d.profile.include] + \
+        [("exclude", r) for r in d.profile.exclude]
+    for where, rule in rules:
+        for role in rule.roles or []:
+            if role not in ROLES:
+                out.append(f"profile {where} rule {rule.pattern}: unknown role {role} "
+                           f"(roles: {', '.join(ROLES)})")
+    for role in d.profile.dev_roles:
+        if role not in ROLES:
+            out.append(f"profile dev_roles: unknown role {role} (roles: {', '.join(ROLES)})")
+    return out
 
 
 def _dupes(values: list) -> list:
@@ -42,6 +98,9 @@ def problems(d: ClusterDefinition, registered: set[str]) -> list[str]:
             out.append(f"two_node needs exactly two members, not {len(d.members)}")
         if d.quorum.expected_votes not in (None, 1):
             out.append("two_node needs expected_votes 1 (or none)")
+        for m in d.members:
+            if m.votes != 1:
+                out.append(f"two_node needs one vote per member; {m.node} has {m.votes}")
     elif d.quorum.expected_votes is not None and d.quorum.expected_votes > votes:
         out.append(f"expected_votes {d.quorum.expected_votes} can never be reached: the "
                    f"members have {votes} vote{'s' if votes != 1 else ''} in all")
@@ -82,4 +141,6 @@ def problems(d: ClusterDefinition, registered: set[str]) -> list[str]:
                        f"(it has {', '.join(group.alternatives)})")
     if (d.repository is None) != (d.suite is None):
         out.append("give both repository and suite, or neither")
+    out += _ring_problems(d)
+    out += _role_problems(d)
     return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, UTCDateTime, utcnow
@@ -21,8 +21,15 @@ def rollout_job_id(rollout_id: int, queue_key: str) -> str:
     return f"rollout:{rollout_id}:{queue_key}"
 
 
+# One unfinished rollout per cluster, enforced by the database (a partial unique index),
+# not only by the API's check: two API processes cannot both start one.
+ACTIVE = text("status IN ('queued', 'running')")
+
+
 class Rollout(JobColumns, Base):
     __tablename__ = "rollouts"
+    __table_args__ = (Index("uq_rollouts_active_cluster", "cluster", unique=True,
+                            sqlite_where=ACTIVE, postgresql_where=ACTIVE),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     cluster: Mapped[str] = mapped_column(String(15), index=True)
@@ -41,8 +48,10 @@ class AgentJob(Base):
                                          index=True)
     rollout_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     kind: Mapped[str] = mapped_column(String(20), default="install")
-    # queued -> delivered -> succeeded | failed (| cancelled)
+    # queued -> delivered -> succeeded | failed; a stopped rollout makes queued ones
+    # cancelled and delivered ones abandoned (an abandoned job still takes its report).
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    deliveries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

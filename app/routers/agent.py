@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from app.deps import DbId, TokenDep
 from app.errors import ApiError, not_found
 from app.models import AgentJob, ApiToken, TokenKind
+from app.services.rollouts import record_late_report
 
 router = APIRouter(prefix="/agent", tags=["agent"])
 POLL = 0.25
@@ -73,20 +74,25 @@ async def next_job(
     request: Request, token: TokenDep,
     wait: Annotated[float, Query(ge=0, le=60, description="Seconds to wait for a job.")] = 25,
 ) -> Response:
-    """The node's oldest queued job, handed out once (status 'delivered'); 204 when
-    none came within `wait` seconds."""
+    """The node's oldest unfinished job; 204 when none came within `wait` seconds.
+
+    An agent runs one job at a time and polls only between jobs, so a job already
+    delivered to this node that has no report yet was lost on the way (the response
+    never arrived, or the agent died running it): it is handed out again. Installs are
+    idempotent, so running one twice is safe."""
     node_id = _node_only(token)
     deadline = time.monotonic() + wait
     sessionmaker = request.app.state.sessionmaker
     while True:
         async with sessionmaker() as session:
             job = await session.scalar(select(AgentJob).where(
-                AgentJob.node_id == node_id, AgentJob.status == "queued")
+                AgentJob.node_id == node_id, AgentJob.status.in_(["queued", "delivered"]))
                 .order_by(AgentJob.id).limit(1))
             if job is not None:
                 claimed = await session.execute(update(AgentJob).where(
-                    AgentJob.id == job.id, AgentJob.status == "queued").values(
-                    status="delivered", delivered_at=datetime.now(UTC)))
+                    AgentJob.id == job.id, AgentJob.status == job.status).values(
+                    status="delivered", delivered_at=datetime.now(UTC),
+                    deliveries=AgentJob.deliveries + 1))
                 await session.commit()
                 if claimed.rowcount:
                     body = AgentJobOut(id=job.id, kind=job.kind, payload=job.payload)
@@ -98,17 +104,29 @@ async def next_job(
 
 @router.post("/jobs/{job_id}/report", status_code=204)
 async def report(job_id: DbId, body: Report, request: Request, token: TokenDep) -> Response:
-    """The result of a job: its status, steps, per-package results and output tail."""
+    """The result of a job: its status, steps, per-package results and output tail.
+    A job whose rollout stopped while the agent ran it ('abandoned') still takes its
+    report, and the rollout shows it."""
     node_id = _node_only(token)
-    async with request.app.state.sessionmaker() as session:
-        job = await session.get(AgentJob, job_id)
-        if job is None or job.node_id != node_id:
-            raise not_found("agent job", job_id)
-        if job.status != "delivered":
-            raise ApiError(409, "conflict", f"agent job {job_id} is {job.status}; only a "
-                           "delivered job takes a report")
-        job.status = body.status
-        job.report = body.model_dump()
-        job.finished_at = datetime.now(UTC)
-        await session.commit()
-    return Response(status_code=204)
+    report = body.model_dump()
+    for _ in range(3):
+        async with request.app.state.sessionmaker() as session:
+            job = await session.get(AgentJob, job_id)
+            if job is None or job.node_id != node_id:
+                raise not_found("agent job", job_id)
+            was = job.status
+            if was not in ("delivered", "abandoned"):
+                raise ApiError(409, "conflict", f"agent job {job_id} is {was}; only a "
+                               "delivered job takes a report")
+            # Guarded by the status read: a rollout stopping at this moment either sees
+            # the report, or marks the job abandoned first and gets it from here.
+            done = await session.execute(update(AgentJob).where(
+                AgentJob.id == job_id, AgentJob.status == was).values(
+                status=body.status, report=report, finished_at=datetime.now(UTC)))
+            if not done.rowcount:
+                continue  # it changed between the read and the update: read again
+            if was == "abandoned":
+                await record_late_report(session, job, report)
+            await session.commit()
+            return Response(status_code=204)
+    raise ApiError(503, "busy", f"agent job {job_id} kept changing; send the report again")

@@ -15,7 +15,7 @@ from app.cluster.definition import ClusterDefinition
 from app.cluster.validate import problems
 from app.deps import AdminDep, SessionDep, TokenDep
 from app.errors import ApiError, not_found
-from app.models import Cluster, Node, Repository, TokenKind
+from app.models import Cluster, JobStatus, Node, Repository, Rollout, TokenKind
 from app.services.clusters import MAIN_FILES, rendered_files
 
 router = APIRouter(prefix="/clusters", tags=["clusters"])
@@ -76,6 +76,18 @@ async def _check(session, d: ClusterDefinition) -> None:
                        f"{d.name}: " + "; ".join(found), {"problems": found})
 
 
+async def _no_rollout(session, name: str, doing: str) -> None:
+    """A running rollout installs what it preflighted; changing the cluster under it
+    would leave the nodes it has done and those still to do on different files."""
+    running = await session.scalar(select(Rollout.id).where(
+        Rollout.cluster == name, Rollout.status.in_([JobStatus.queued, JobStatus.running]))
+        .limit(1))
+    if running is not None:
+        raise ApiError(409, "rollout_running", f"rollout {running} of cluster {name} has "
+                       f"not finished: wait for it (or cancel it) before you {doing}",
+                       {"rollout": running})
+
+
 async def _get(session, name: str) -> Cluster:
     c = await session.scalar(select(Cluster).where(Cluster.name == name))
     if c is None:
@@ -115,6 +127,7 @@ async def replace_cluster(name: ClusterName, body: ClusterDefinition, session: S
     if body.name != name:
         raise ApiError(422, "invalid_cluster", f"the definition names cluster {body.name}, "
                        f"the URL {name}; a cluster cannot be renamed")
+    await _no_rollout(session, name, "change the cluster")
     await _check(session, body)
     new = body.model_dump(mode="json")
     if new != c.definition:
@@ -127,7 +140,9 @@ async def replace_cluster(name: ClusterName, body: ClusterDefinition, session: S
 
 @router.delete("/{name}", status_code=204)
 async def delete_cluster(name: ClusterName, session: SessionDep, _: AdminDep) -> Response:
-    await session.delete(await _get(session, name))
+    c = await _get(session, name)
+    await _no_rollout(session, name, "delete the cluster")
+    await session.delete(c)
     await session.commit()
     return Response(status_code=204)
 

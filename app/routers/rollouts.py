@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from app.deps import AdminDep, DbId, Offset, QueueDep, SessionDep
 from app.errors import ApiError, not_found
@@ -66,7 +67,12 @@ async def start_rollout(body: RolloutCreate, response: Response, session: Sessio
     rollout = Rollout(cluster=body.cluster, health_command=body.health_command,
                       node_timeout=body.node_timeout, nodes=[], steps=[])
     session.add(rollout)
-    await session.commit()
+    try:
+        await session.commit()
+    except IntegrityError:  # another request started one at this moment
+        await session.rollback()
+        raise ApiError(409, "conflict", f"a rollout of cluster {body.cluster} has just "
+                       "been started") from None
     await queue.enqueue("run_rollout", rollout_job_id(rollout.id, rollout.queue_key),
                         rollout.id)
     response.headers["Location"] = f"/api/v1/rollouts/{rollout.id}"
@@ -94,4 +100,29 @@ async def get_rollout(rollout_id: DbId, session: SessionDep, _: AdminDep) -> Rol
     rollout = await session.get(Rollout, rollout_id)
     if rollout is None:
         raise not_found("rollout", rollout_id)
+    return RolloutOut.model_validate(rollout)
+
+
+@router.post("/{rollout_id}/cancel", response_model=RolloutOut, status_code=202)
+async def cancel_rollout(rollout_id: DbId, session: SessionDep, _: AdminDep) -> RolloutOut:
+    """Queued: cancelled at once. Running: the worker stops within a second or two;
+    nodes not started stay untouched, and a node whose agent is installing shows
+    'interrupted' until its report arrives. An install already running on a node is
+    not killed halfway (that would leave dpkg half-configured)."""
+    if await session.get(Rollout, rollout_id) is None:
+        raise not_found("rollout", rollout_id)
+    result = await session.execute(
+        update(Rollout).where(Rollout.id == rollout_id, Rollout.status == JobStatus.queued)
+        .values(status=JobStatus.cancelled, cancel_requested=True,
+                finished_at=datetime.now(UTC), error="cancelled before it started"))
+    if not result.rowcount:
+        result = await session.execute(
+            update(Rollout).where(Rollout.id == rollout_id,
+                                  Rollout.status == JobStatus.running)
+            .values(cancel_requested=True))
+    await session.commit()
+    rollout = await session.get(Rollout, rollout_id, populate_existing=True)
+    if not result.rowcount:
+        raise ApiError(409, "conflict", f"rollout {rollout_id} has already finished "
+                       f"({rollout.status})", {"status": rollout.status})
     return RolloutOut.model_validate(rollout)
