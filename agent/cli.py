@@ -7,6 +7,8 @@ import asyncio
 import logging
 from pathlib import Path
 
+import httpx
+
 from agent.facts import Overrides
 from agent.node import Agent, AgentError
 
@@ -33,17 +35,29 @@ def main(argv: list[str] | None = None) -> int:
     agent = Agent(args.server, args.root, overrides)
 
     async def go() -> None:
-        await agent.start(args.enroll)
+        agent.lock()
         if args.once:
+            await agent.start(args.enroll)
             report = await agent.run_once(wait=args.heartbeat)
             print(report["status"] if report else "no job")
-        else:
-            await agent.run_forever(args.heartbeat)
+            return
+        while True:  # a node may boot before its service is reachable: wait for it
+            try:
+                await agent.start(args.enroll)
+                break
+            except httpx.HTTPError as exc:
+                logging.warning("cannot reach %s (%s); retrying in %.0f s", args.server,
+                                exc, args.heartbeat)
+                await asyncio.sleep(args.heartbeat)
+        await agent.run_forever(args.heartbeat)
 
     try:
         asyncio.run(go())
     except AgentError as exc:
         print(f"clusterforge-agent: {exc}")
+        return 1
+    except httpx.HTTPError as exc:
+        print(f"clusterforge-agent: cannot reach {args.server}: {exc}")
         return 1
     except KeyboardInterrupt:
         return 0

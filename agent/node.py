@@ -8,9 +8,12 @@ result; the report goes out on the next start or poll."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -23,10 +26,15 @@ from agent.system import System
 
 log = logging.getLogger("clusterforge-agent")
 STATE = "var/lib/clusterforge-agent/state.json"
+ALIVE_EVERY = 10.0  # the service hands a job out again after 45 s of silence
 
 
 class AgentError(RuntimeError):
     pass
+
+
+class Unauthorized(AgentError):
+    """The service no longer knows the node token (an admin reset the node)."""
 
 
 def _write_private(path: Path, data: dict[str, Any]) -> None:
@@ -51,6 +59,8 @@ class Agent:
         self.reports_dir = self.state_path.parent / "reports"
         self.node_id: int | None = None
         self.token: str | None = None
+        self.enrollment_token: str | None = None
+        self._lock: int | None = None
         if self.state_path.is_file():
             saved = json.loads(self.state_path.read_text())
             self.node_id, self.token = saved["node_id"], saved["token"]
@@ -58,6 +68,24 @@ class Agent:
     @property
     def registered(self) -> bool:
         return self.token is not None
+
+    def lock(self) -> None:
+        """One agent per node: a second one (say `--once` beside the running daemon)
+        would take the same job and run dpkg against it."""
+        self.state_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.state_path.parent / "agent.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AgentError(f"another clusterforge-agent runs on this node (it holds "
+                             f"{self.state_path.parent / 'agent.lock'})") from None
+        self._lock = fd
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def _client(self, token: str | None = None, timeout: float = 90) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {token or self.token}"}
@@ -74,25 +102,47 @@ class Agent:
         body = resp.json()
         self.node_id, self.token = body["node"]["id"], body["token"]
         _write_private(self.state_path, {"node_id": self.node_id, "token": self.token})
+        self._refresh_apt_auth()
         log.info("registered as node %s (%s)", self.node_id, facts["hostname"])
         return self.node_id
+
+    def _refresh_apt_auth(self) -> None:
+        """apt's credentials are the node token: a new token goes into the auth.conf.d
+        entries the agent wrote, or apt on the node fails until the next rollout."""
+        folder = self.system.path("/etc/apt/auth.conf.d")
+        for path in folder.glob("clusterforge-*.conf") if folder.is_dir() else []:
+            text = path.read_text()
+            if text.startswith("# Managed by clusterforge-agent"):
+                new = re.sub(r"(?m)^login .*$", f"login node-{self.node_id}", text)
+                new = re.sub(r"(?m)^password .*$", f"password {self.token}", new)
+                self.system.write_atomically(str(path.relative_to(self.system.root)),
+                                             new.encode(), mode=0o600, keep_mode=False,
+                                             keep_previous=False)
 
     async def start(self, enrollment_token: str | None) -> None:
         """At start: a registered agent heartbeats (fresh facts, no new registration,
         its enrollment token may long be used up); an unregistered one registers. A
         node token the service no longer knows (an admin reset the node) is replaced by
-        registering with the enrollment token, when one is given."""
-        if self.registered:
-            try:
-                await self.heartbeat()
-                return
-            except AgentError as exc:
-                if "(401)" not in str(exc) or not enrollment_token:
-                    raise
-                log.warning("the node token was revoked; registering again")
-        elif not enrollment_token:
-            raise AgentError("not registered: run with --enroll <enrollment token> first")
-        await self.register(enrollment_token)
+        registering with the enrollment token, when one is given; the same happens
+        later while the agent runs."""
+        self.enrollment_token = enrollment_token
+        if not self.registered:
+            if not enrollment_token:
+                raise AgentError("not registered: run with --enroll <enrollment token> first")
+            await self.register(enrollment_token)
+            return
+        try:
+            await self.heartbeat()
+        except Unauthorized:
+            await self.reenroll()
+
+    async def reenroll(self) -> None:
+        if not self.enrollment_token:
+            raise AgentError("the service no longer accepts this node's token (an admin "
+                             "reset the node?): run the agent with --enroll <enrollment "
+                             "token> to register again")
+        log.warning("the node token was revoked; registering again")
+        await self.register(self.enrollment_token)
 
     def _need_registration(self) -> None:
         if self.token is None:
@@ -104,27 +154,55 @@ class Agent:
         async with self._client() as http:
             resp = await http.post(f"{self.server}/api/v1/nodes/{self.node_id}/heartbeat",
                                    json=facts)
+        if resp.status_code == 401:
+            raise Unauthorized(f"heartbeat refused (401): {resp.text}")
         if resp.status_code != 200:
             raise AgentError(f"heartbeat refused ({resp.status_code}): {resp.text}")
         return resp.json()
 
     async def send_reports(self, http: httpx.AsyncClient) -> None:
-        """Send the reports kept on disk, oldest job first. One the service can never
-        take (the job is gone or no longer awaits a report) is dropped with a warning;
-        any other failure keeps it for the next try."""
+        """Send the reports kept on disk, oldest job first. A report the service finds
+        malformed is replaced by a plain 'failed' one (the job must end, or it would be
+        handed out again and again); one it can never take (the job is gone or already
+        reported) is dropped; any other failure keeps it for the next try. A file that
+        is not a report is set aside, never in the way of the next poll."""
         if not self.reports_dir.is_dir():
             return
-        for path in sorted(self.reports_dir.glob("*.json"), key=lambda p: int(p.stem)):
-            report = json.loads(path.read_text())
-            resp = await http.post(f"{self.server}/api/v1/agent/jobs/{path.stem}/report",
-                                   json=report)
-            if resp.status_code in (404, 409, 422):
-                log.warning("report of job %s dropped (%s): %s", path.stem,
+        kept = []
+        for path in self.reports_dir.glob("*.json"):
+            try:
+                kept.append((int(path.stem), json.loads(path.read_text()), path))
+            except (ValueError, OSError) as exc:
+                log.warning("%s is no report (%s): moved aside", path, exc)
+                path.rename(path.with_name(path.name + ".bad"))
+        for job_id, report, path in sorted(kept, key=lambda k: k[0]):
+            url = f"{self.server}/api/v1/agent/jobs/{job_id}/report"
+            resp = await http.post(url, json=report)
+            if resp.status_code == 422:
+                log.warning("report of job %s refused as malformed: %s", job_id,
+                            resp.text[:300])
+                resp = await http.post(url, json={
+                    "status": "failed", "message": "the agent's report was refused by the "
+                    f"service as malformed: {resp.text[:1000]}"})
+            if resp.status_code in (404, 409):
+                log.warning("report of job %s dropped (%s): %s", job_id,
                             resp.status_code, resp.text[:300])
+            elif resp.status_code == 401:
+                raise Unauthorized(f"report of job {job_id} refused (401); kept")
             elif resp.status_code != 204:
-                raise AgentError(f"report of job {path.stem} refused ({resp.status_code}): "
+                raise AgentError(f"report of job {job_id} refused ({resp.status_code}): "
                                  f"{resp.text[:300]}; kept for the next try")
             path.unlink()
+
+    async def _keep_alive(self, http: httpx.AsyncClient, job_id: int) -> None:
+        """Tell the service, every ALIVE_EVERY seconds, that this job is still being
+        run, so it is not handed out again; a failed call is only logged."""
+        while True:
+            await asyncio.sleep(ALIVE_EVERY)
+            try:
+                await http.post(f"{self.server}/api/v1/agent/jobs/{job_id}/alive")
+            except httpx.HTTPError as exc:
+                log.warning("job %s: could not say it is still running: %s", job_id, exc)
 
     async def run_once(self, wait: float = 25) -> dict | None:
         """Send any kept report, then take at most one job (waiting up to `wait` s),
@@ -135,20 +213,33 @@ class Agent:
             resp = await http.get(f"{self.server}/api/v1/agent/jobs", params={"wait": wait})
             if resp.status_code == 204:
                 return None
+            if resp.status_code == 401:
+                raise Unauthorized(f"job poll refused (401): {resp.text}")
             if resp.status_code != 200:
                 raise AgentError(f"job poll refused ({resp.status_code}): {resp.text}")
             job = resp.json()
             log.info("job %s (%s)", job["id"], job["kind"])
-            if job["kind"] == "install":
-                installer = Installer(self.system, http, self.server, self.node_id, self.token)
-                report = await installer.run(job["payload"])
-            else:
-                report = {"status": "failed", "message": f"unknown job kind {job['kind']}"}
+            alive = asyncio.create_task(self._keep_alive(http, int(job["id"])))
+            try:
+                if job["kind"] == "install":
+                    installer = Installer(self.system, http, self.server, self.node_id,
+                                          self.token)
+                    report = await installer.run(job["payload"])
+                else:
+                    report = {"status": "failed",
+                              "message": f"unknown job kind {job['kind']}"}
+            finally:
+                alive.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await alive
             _write_private(self.reports_dir / f"{int(job['id'])}.json", report)
             await self.send_reports(http)
             return report
 
     async def run_forever(self, heartbeat_every: float = 10) -> None:
+        """Heartbeat and poll until stopped; any failure (the service down, a refused
+        request) is logged and retried, so an agent started before its service waits
+        for it instead of exiting."""
         last = 0.0
         while True:
             try:
@@ -156,6 +247,13 @@ class Agent:
                     await self.heartbeat()
                     last = time.monotonic()
                 await self.run_once(wait=heartbeat_every)
+            except Unauthorized as exc:
+                log.warning("%s", exc)
+                try:
+                    await self.reenroll()
+                except (httpx.HTTPError, AgentError) as again:
+                    log.warning("%s; retrying in %.0f s", again, heartbeat_every)
+                    await asyncio.sleep(heartbeat_every)
             except (httpx.HTTPError, AgentError, OSError, ValueError) as exc:
                 log.warning("%s; retrying in %.0f s", exc, heartbeat_every)
                 await asyncio.sleep(heartbeat_every)

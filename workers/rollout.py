@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from arq import Retry
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.cluster.definition import ClusterDefinition
@@ -45,27 +45,32 @@ class RolloutPipeline:
         for entry in self.nodes:
             # The node id keeps step names unique however long the host names are.
             async with job.step(f"install #{entry['nodeid']} {entry['node']}"[:40]):
-                try:
-                    await self.install(entry)
-                except BaseException as exc:
-                    await asyncio.shield(self.stop(exc))
-                    raise
+                await self.install(entry)
 
-    async def stop(self, exc: BaseException) -> None:
-        """Settle every node not finished, with its agent job, in one transaction."""
-        if isinstance(exc, asyncio.CancelledError):
-            reason = "the rollout was cancelled"
-        elif isinstance(exc, StepFailed):
-            reason = "the rollout stopped: " + str(exc).split(";")[0]
-        else:
-            reason = f"the rollout stopped: {type(exc).__name__}: {exc}"
+    async def after_finish(self, status: str) -> None:
+        """Once the rollout has its final status (never on a requeue when the worker
+        stops: the next run resumes), settle every node not finished with its agent
+        job in one transaction: whatever ended it (a failed node or preflight, a
+        cancel, the time limit), no node is left 'pending' or 'running'."""
+        if status == "succeeded":
+            return
         async with self.job.sessionmaker() as session:
+            error = await session.scalar(select(Rollout.error).where(
+                Rollout.id == self.rollout.id))
+            reason = f"the rollout {status}" + (
+                f": {str(error).split(';')[0]}" if error and status != "cancelled" else "")
             await stop_nodes(session, self.rollout.id, self.nodes, clean_text(reason, 500))
             await session.commit()
 
     async def preflight(self) -> None:
         settings = self.job.settings
         async with self.job.sessionmaker() as session:
+            # A run resumed after its worker stopped: jobs no agent took are withdrawn
+            # (they are made again); a job an agent holds is waited for in install().
+            await session.execute(update(AgentJob).where(
+                AgentJob.rollout_id == self.rollout.id, AgentJob.status == "queued")
+                .values(status="cancelled", finished_at=datetime.now(UTC)))
+            await session.commit()
             cluster = await session.scalar(select(Cluster).where(
                 Cluster.name == self.rollout.cluster))
             if cluster is None:
@@ -101,17 +106,29 @@ class RolloutPipeline:
     async def install(self, entry: dict[str, Any]) -> None:
         plan = self.plans[entry["node"]]
         async with self.job.sessionmaker() as session:
-            agent_job = AgentJob(node_id=entry["node_id"], rollout_id=self.rollout.id,
-                                 kind="install", status="queued", payload={
-                                     "plan": plan.model_dump(mode="json"),
-                                     "health_command": self.rollout.health_command})
-            session.add(agent_job)
+            # The same rollout, resumed: a job of this node that an agent holds or has
+            # done is awaited or taken as it is, not installed a second time.
+            earlier = await session.scalar(select(AgentJob).where(
+                AgentJob.rollout_id == self.rollout.id, AgentJob.node_id == entry["node_id"],
+                AgentJob.status.in_(["delivered", "succeeded"]))
+                .order_by(AgentJob.id.desc()).limit(1))
+            if earlier is None:
+                agent_job = AgentJob(node_id=entry["node_id"], rollout_id=self.rollout.id,
+                                     kind="install", status="queued", payload={
+                                         "plan": plan.model_dump(mode="json"),
+                                         "health_command": self.rollout.health_command})
+                session.add(agent_job)
+                await session.flush()
+            job_id = earlier.id if earlier else agent_job.id
+            # The entry names its job in the same transaction that makes the job: a
+            # rollout stopped at any moment finds and settles it.
+            entry.update(status="running", agent_job_id=job_id, started_at=_now())
+            await session.execute(update(Rollout).where(Rollout.id == self.rollout.id)
+                                  .values(nodes=[dict(n) for n in self.nodes]))
             await session.commit()
-            job_id = agent_job.id
-        entry.update(status="running", agent_job_id=job_id, started_at=_now())
-        await self.save()
-        self.job.log.write(f"{entry['node']}: agent job {job_id}, "
-                           f"{len(plan.install)} package(s), {len(plan.files)} file(s)")
+        self.job.log.write(f"{entry['node']}: agent job {job_id}"
+                           f"{' (resumed)' if earlier else ''}, {len(plan.install)} "
+                           f"package(s), {len(plan.files)} file(s)")
         deadline = asyncio.get_running_loop().time() + self.rollout.node_timeout
         while True:
             async with self.job.sessionmaker() as session:

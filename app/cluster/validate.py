@@ -39,7 +39,10 @@ def _ring_problems(d: ClusterDefinition) -> list[str]:
     seen: dict[str, str] = {}
     for node, addresses in rings.items():
         for address in addresses:
-            key = address.lower()
+            try:  # fd00::1 and fd00:0::1 are one address
+                key = str(ipaddress.ip_address(address))
+            except ValueError:
+                key = address.lower().rstrip(".")
             if key in seen and seen[key] != node:
                 out.append(f"ring address {address} is given for both {seen[key]} and {node}")
             elif key in seen:
@@ -113,6 +116,9 @@ def problems(d: ClusterDefinition, registered: set[str]) -> list[str]:
             out.append("gulm needs 1, 3 or 5 lock servers: list them in lock_servers")
         for name in sorted(set(servers) - set(names)):
             out.append(f"lock server {name} is not a member")
+        if d.quorum.two_node or d.quorum.expected_votes is not None:
+            out.append("gulm clusters reach quorum through their lock servers: two_node "
+                       "and expected_votes are for dlm (cman) clusters")
     elif d.lock_servers:
         out.append("lock_servers is for gulm; dlm has no lock servers")
 

@@ -20,7 +20,9 @@ class Node(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     machine_id: Mapped[str] = mapped_column(String(32), unique=True)
-    hostname: Mapped[str] = mapped_column(String(253), index=True)
+    # Unique: cluster membership goes by host name (checked before writing too, for a
+    # clear message; the index settles two registrations at the same moment).
+    hostname: Mapped[str] = mapped_column(String(253), index=True, unique=True)
     architecture: Mapped[str] = mapped_column(String(40))
     kernel_release: Mapped[str] = mapped_column(String(100))
     codename: Mapped[str] = mapped_column(String(64))

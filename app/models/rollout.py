@@ -49,9 +49,13 @@ class AgentJob(Base):
     rollout_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     kind: Mapped[str] = mapped_column(String(20), default="install")
     # queued -> delivered -> succeeded | failed; a stopped rollout makes queued ones
-    # cancelled and delivered ones abandoned (an abandoned job still takes its report).
+    # cancelled and delivered ones abandoned (an abandoned job still takes its report,
+    # and becomes lost when its agent polls again without sending one).
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     deliveries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The agent running a delivered job says so every few seconds; a delivered job
+    # silent for longer than REDELIVER_AFTER is handed out again.
+    alive_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

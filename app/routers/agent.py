@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 
 from app.deps import DbId, TokenDep
 from app.errors import ApiError, not_found
 from app.models import AgentJob, ApiToken, TokenKind
-from app.services.rollouts import record_late_report
+from app.services.rollouts import record_late_report, settle_unreported
 
 router = APIRouter(prefix="/agent", tags=["agent"])
 POLL = 0.25
+REDELIVER_AFTER = 45  # seconds without a sign of life from the agent running a job
 
 
 class AgentJobOut(BaseModel):
@@ -76,22 +77,31 @@ async def next_job(
 ) -> Response:
     """The node's oldest unfinished job; 204 when none came within `wait` seconds.
 
-    An agent runs one job at a time and polls only between jobs, so a job already
-    delivered to this node that has no report yet was lost on the way (the response
-    never arrived, or the agent died running it): it is handed out again. Installs are
-    idempotent, so running one twice is safe."""
+    A delivered job is handed out again once its agent has been silent for
+    REDELIVER_AFTER seconds (an agent running a job says so every 10 s): the agent
+    died running it, or the answer never reached it. Installs are idempotent, so
+    running one again is safe; two agents never run one job at once."""
     node_id = _node_only(token)
     deadline = time.monotonic() + wait
     sessionmaker = request.app.state.sessionmaker
+    async with sessionmaker() as session:
+        await settle_unreported(session, node_id)
+        await session.commit()
     while True:
         async with sessionmaker() as session:
+            now = datetime.now(UTC)
             job = await session.scalar(select(AgentJob).where(
-                AgentJob.node_id == node_id, AgentJob.status.in_(["queued", "delivered"]))
+                AgentJob.node_id == node_id,
+                or_(AgentJob.status == "queued",
+                    and_(AgentJob.status == "delivered",
+                         AgentJob.alive_at < now - timedelta(seconds=REDELIVER_AFTER))))
                 .order_by(AgentJob.id).limit(1))
             if job is not None:
+                # Guarded by the delivery count: two polls at once never both get it.
                 claimed = await session.execute(update(AgentJob).where(
-                    AgentJob.id == job.id, AgentJob.status == job.status).values(
-                    status="delivered", delivered_at=datetime.now(UTC),
+                    AgentJob.id == job.id, AgentJob.status == job.status,
+                    AgentJob.deliveries == job.deliveries).values(
+                    status="delivered", delivered_at=now, alive_at=now,
                     deliveries=AgentJob.deliveries + 1))
                 await session.commit()
                 if claimed.rowcount:
@@ -100,6 +110,23 @@ async def next_job(
         if time.monotonic() >= deadline or await request.is_disconnected():
             return Response(status_code=204)
         await asyncio.sleep(POLL)
+
+
+@router.post("/jobs/{job_id}/alive", status_code=204)
+async def alive(job_id: DbId, request: Request, token: TokenDep) -> Response:
+    """The agent is still running this job (sent every 10 s while it runs), so it is
+    not handed out again. 409 once the job no longer awaits its report (the agent
+    may stop: its rollout was stopped)."""
+    node_id = _node_only(token)
+    async with request.app.state.sessionmaker() as session:
+        job = await session.get(AgentJob, job_id)
+        if job is None or job.node_id != node_id:
+            raise not_found("agent job", job_id)
+        if job.status not in ("delivered", "abandoned"):
+            raise ApiError(409, "conflict", f"agent job {job_id} is {job.status}")
+        job.alive_at = datetime.now(UTC)
+        await session.commit()
+    return Response(status_code=204)
 
 
 @router.post("/jobs/{job_id}/report", status_code=204)

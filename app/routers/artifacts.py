@@ -1,20 +1,28 @@
-"""GET /artifacts: stored files with their checksums and control fields."""
+"""Artifacts: stored files with their checksums and control fields; POST uploads
+.deb files built elsewhere (like reprepro's includedeb), ready to publish."""
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from sqlalchemy import func, select
+from starlette.datastructures import UploadFile
 
-from app.debian.names import ARCH_PATTERN, PACKAGE_PATTERN, VERSION_PATTERN
+from app.debian.names import ARCH_PATTERN, PACKAGE_PATTERN, VERSION_PATTERN, filename_problem
 from app.deps import MAX_DB_INT, AdminDep, BlobsDep, DbId, Offset, SessionDep
 from app.errors import ApiError, not_found
 from app.http_files import BlobFileResponse
+from app.limits import BodyTooLarge
 from app.models import Artifact, ArtifactKind
 from app.models.artifact import ArtifactRole
 from app.schemas.artifact import ArtifactList, ArtifactOut
+from app.services.artifact_import import check_deb, import_deb
 from app.services.builds import artifact_out
 
 router = APIRouter(prefix="/artifacts", tags=["artifacts"])
@@ -53,6 +61,58 @@ async def list_artifacts(
     total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = (await session.scalars(query.order_by(Artifact.id).limit(limit).offset(offset))).all()
     return ArtifactList(items=[artifact_out(a) for a in rows], total=total)
+
+
+@router.post("", status_code=201, response_model=ArtifactList,
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "multipart/form-data": {"schema": {
+                     "type": "object", "required": ["files"], "properties": {"files": {
+                         "type": "array", "items": {"type": "string", "format": "binary"},
+                         "description": "One or more .deb files."}}}}}}},
+             responses={413: {"description": "Body over the upload limit"},
+                        422: {"description": "Not a .deb, or invalid names in it"}})
+async def upload_debs(request: Request, session: SessionDep, blobs: BlobsDep,
+                      _: AdminDep) -> ArtifactList:
+    """Store .deb files built elsewhere as artifacts, to publish like built ones
+    (`{"artifacts": [ids]}`). Every file is checked before any is stored: a file that
+    is no .deb, or whose package name, version or architecture is invalid, is a 422
+    naming it. The same file uploaded again is the artifact already stored."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise ApiError(415, "unsupported_media_type",
+                       "send multipart/form-data with one or more `files` parts")
+    try:
+        form = await request.form(max_files=100, max_fields=10)
+    except BodyTooLarge:
+        raise
+    except Exception as exc:
+        raise ApiError(422, "malformed_body", f"malformed multipart body: {exc}") from exc
+    uploads = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
+    if not uploads or set(form.keys()) - {"files"}:
+        raise ApiError(422, "validation_error", "send the .deb files as `files` parts "
+                       "and nothing else")
+    names = [f.filename or "" for f in uploads]
+    for name in names:
+        problem = filename_problem(name) or (None if name.endswith(".deb") else
+                                             "a binary package file name ends in .deb")
+        if problem:
+            raise ApiError(422, "invalid_file_name", f"{name[:100]!r}: {problem}")
+    with tempfile.TemporaryDirectory(dir=blobs.root / "tmp") as tmp:
+        paths = []
+        for upload, name in zip(uploads, names, strict=True):
+            path = Path(tmp) / name
+            await asyncio.to_thread(_spool, upload.file, path)
+            paths.append(path)
+        for path in paths:  # every file checked before any is stored
+            await check_deb(path, path.name)
+        stored = [(await import_deb(session, blobs, path, path.name))[0] for path in paths]
+    await session.commit()
+    return ArtifactList(items=[artifact_out(a) for a in stored], total=len(stored))
+
+
+def _spool(src, dest: Path) -> None:
+    src.seek(0)
+    with dest.open("xb") as out:
+        shutil.copyfileobj(src, out, 1024 * 1024)
 
 
 @router.get("/{artifact_id}", response_model=ArtifactOut)

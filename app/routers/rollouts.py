@@ -62,8 +62,8 @@ async def start_rollout(body: RolloutCreate, response: Response, session: Sessio
         Rollout.cluster == body.cluster,
         Rollout.status.in_([JobStatus.queued, JobStatus.running])).limit(1))
     if running is not None:
-        raise ApiError(409, "conflict", f"rollout {running} of cluster {body.cluster} "
-                       "has not finished")
+        raise ApiError(409, "rollout_running", f"rollout {running} of cluster "
+                       f"{body.cluster} has not finished", {"rollout": running})
     rollout = Rollout(cluster=body.cluster, health_command=body.health_command,
                       node_timeout=body.node_timeout, nodes=[], steps=[])
     session.add(rollout)
@@ -71,8 +71,8 @@ async def start_rollout(body: RolloutCreate, response: Response, session: Sessio
         await session.commit()
     except IntegrityError:  # another request started one at this moment
         await session.rollback()
-        raise ApiError(409, "conflict", f"a rollout of cluster {body.cluster} has just "
-                       "been started") from None
+        raise ApiError(409, "rollout_running", f"a rollout of cluster {body.cluster} "
+                       "has just been started") from None
     await queue.enqueue("run_rollout", rollout_job_id(rollout.id, rollout.queue_key),
                         rollout.id)
     response.headers["Location"] = f"/api/v1/rollouts/{rollout.id}"
@@ -111,18 +111,24 @@ async def cancel_rollout(rollout_id: DbId, session: SessionDep, _: AdminDep) -> 
     not killed halfway (that would leave dpkg half-configured)."""
     if await session.get(Rollout, rollout_id) is None:
         raise not_found("rollout", rollout_id)
-    result = await session.execute(
-        update(Rollout).where(Rollout.id == rollout_id, Rollout.status == JobStatus.queued)
-        .values(status=JobStatus.cancelled, cancel_requested=True,
-                finished_at=datetime.now(UTC), error="cancelled before it started"))
-    if not result.rowcount:
+    # Queued and running can alternate (a stopping worker requeues it): try both
+    # until one UPDATE hits or the rollout has finished.
+    for _ in range(5):
         result = await session.execute(
             update(Rollout).where(Rollout.id == rollout_id,
-                                  Rollout.status == JobStatus.running)
-            .values(cancel_requested=True))
-    await session.commit()
-    rollout = await session.get(Rollout, rollout_id, populate_existing=True)
-    if not result.rowcount:
-        raise ApiError(409, "conflict", f"rollout {rollout_id} has already finished "
-                       f"({rollout.status})", {"status": rollout.status})
-    return RolloutOut.model_validate(rollout)
+                                  Rollout.status == JobStatus.queued)
+            .values(status=JobStatus.cancelled, cancel_requested=True,
+                    finished_at=datetime.now(UTC), error="cancelled before it started"))
+        if not result.rowcount:
+            result = await session.execute(
+                update(Rollout).where(Rollout.id == rollout_id,
+                                      Rollout.status == JobStatus.running)
+                .values(cancel_requested=True))
+        await session.commit()
+        rollout = await session.get(Rollout, rollout_id, populate_existing=True)
+        if result.rowcount:
+            return RolloutOut.model_validate(rollout)
+        if JobStatus(rollout.status).finished:
+            break
+    raise ApiError(409, "conflict", f"rollout {rollout_id} has already finished "
+                   f"({rollout.status})", {"status": rollout.status})

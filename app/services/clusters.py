@@ -26,9 +26,10 @@ def rendered_files(d: ClusterDefinition, version: int) -> list[tuple[str, str | 
 
 async def cluster_of(session: AsyncSession, hostname: str
                      ) -> tuple[Cluster, ClusterDefinition] | None:
-    """The cluster that lists this host name among its members (at most one)."""
+    """The cluster that lists this host name among its members (at most one). Asked
+    on every apt request a node token makes: the stored JSON is searched, and only the
+    cluster found is validated into a definition."""
     for c in (await session.scalars(select(Cluster).order_by(Cluster.id))).all():
-        d = ClusterDefinition.model_validate(c.definition)
-        if hostname in [m.node for m in d.members]:
-            return c, d
+        if any(m.get("node") == hostname for m in c.definition.get("members", [])):
+            return c, ClusterDefinition.model_validate(c.definition)
     return None

@@ -15,6 +15,7 @@ from app.auth import find_token, hash_token, new_token
 from app.errors import ApiError, not_found
 from app.models import ApiToken, Node, NodeEvent, TokenKind
 from app.schemas.node import NodeFacts, NodeOut, NodeStatus
+from app.services.clusters import cluster_of
 from app.settings import Settings
 
 
@@ -97,13 +98,32 @@ def _apply(node: Node, facts: NodeFacts, now: datetime) -> list[NodeEvent]:
     return events
 
 
-async def _hostname_free(session: AsyncSession, facts: NodeFacts, node_id: int | None) -> None:
-    """Cluster membership goes by host name: no node may take another node's name."""
+async def _hostname_free(session: AsyncSession, facts: NodeFacts, node: Node | None) -> None:
+    """Cluster membership goes by host name: no node may take another node's name,
+    and a cluster member may not leave its name (which another node could then take,
+    and with it the member's files and plan) while a cluster lists it."""
     holder = await session.scalar(select(Node.id).where(
         Node.hostname == facts.hostname, Node.machine_id != facts.machine_id))
-    if holder is not None and holder != node_id:
+    if holder is not None and (node is None or holder != node.id):
         raise ApiError(409, "conflict", f"host name {facts.hostname} belongs to node "
                        f"{holder} (another machine); rename one of them")
+    if node is not None and node.hostname != facts.hostname:
+        member = await cluster_of(session, node.hostname)
+        if member is not None:
+            raise ApiError(409, "conflict", f"node {node.id} is member {node.hostname} of "
+                           f"cluster {member[0].name}: take it out of the cluster before "
+                           f"renaming it to {facts.hostname}, then put it back")
+
+
+async def _flush(session: AsyncSession, facts: NodeFacts) -> None:
+    """Write, turning the database's unique constraints (machine id, host name) into
+    the 409 a request racing another one gets."""
+    try:
+        await session.flush()
+    except IntegrityError:
+        raise ApiError(409, "conflict", f"machine id {facts.machine_id} or host name "
+                       f"{facts.hostname} was taken by another request at the same "
+                       "moment") from None
 
 
 async def _live_token(session: AsyncSession, node_id: int) -> bool:
@@ -138,7 +158,7 @@ async def register(session: AsyncSession, facts: NodeFacts,
                        "with that node token, or have an admin reset the node "
                        f"(POST /api/v1/nodes/{node.id}/reset) first",
                        {"node_id": node.id})
-    await _hostname_free(session, facts, node.id if node else None)
+    await _hostname_free(session, facts, node)
     created = node is None
     if node is None:
         node = Node(machine_id=facts.machine_id, registered_at=now,
@@ -147,15 +167,9 @@ async def register(session: AsyncSession, facts: NodeFacts,
     node.last_heartbeat_at = now
     if created:
         session.add(node)
-        try:
-            async with session.begin_nested():
-                await session.flush()
-        except IntegrityError:
-            # The same new machine registering twice at once: one wins, the other is
-            # told so (its enrollment use is rolled back with the request).
-            raise ApiError(409, "already_registered",
-                           f"machine id {facts.machine_id} was registered by another "
-                           "request at the same moment") from None
+    # The same new machine (or two with one host name) registering at once: one wins,
+    # the other gets a 409 (its enrollment use is rolled back with the request).
+    await _flush(session, facts)
     session.add_all(events)
     how = ("its node token" if credential.kind == TokenKind.node
            else f"enrollment token {credential.name!r}")
@@ -193,11 +207,11 @@ async def heartbeat(session: AsyncSession, node: Node, facts: NodeFacts) -> Node
         raise ApiError(409, "conflict",
                        f"machine id {facts.machine_id} is not the machine id of node "
                        f"{node.id} ({node.machine_id}); register this machine instead")
-    await _hostname_free(session, facts, node.id)
+    await _hostname_free(session, facts, node)
     now = datetime.now(UTC)
     session.add_all(_apply(node, facts, now))
     node.last_heartbeat_at = now
-    await session.flush()
+    await _flush(session, facts)
     return node
 
 

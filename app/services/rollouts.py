@@ -5,7 +5,8 @@ An agent job goes queued -> delivered -> succeeded | failed. A rollout that stop
 (a failure elsewhere, a cancel, a lost worker) cancels the jobs no agent has taken
 yet and marks a job an agent is running 'abandoned': its node shows 'interrupted'
 until the agent's report arrives, which is still taken and shown on the rollout, so
-the rollout says what really happened on that node."""
+the rollout says what really happened on that node; if the agent polls again without
+reporting it (it died mid-install), the job is 'lost' and the node 'unknown'."""
 
 from __future__ import annotations
 
@@ -68,8 +69,9 @@ async def stop_nodes(session: AsyncSession, rollout_id: int, nodes: list[dict[st
 
 
 async def record_late_report(session: AsyncSession, job: AgentJob,
-                             report: dict[str, Any]) -> None:
-    """A report for an abandoned job: shown on the rollout's interrupted node."""
+                             report: dict[str, Any] | None) -> None:
+    """A report for an abandoned job, shown on the rollout's interrupted node; None
+    when the agent will never report it (it polled again without reporting)."""
     if job.rollout_id is None:
         return
     rollout = await session.get(Rollout, job.rollout_id, with_for_update=True)
@@ -77,11 +79,29 @@ async def record_late_report(session: AsyncSession, job: AgentJob,
         return
     nodes = [dict(n) for n in rollout.nodes]
     for entry in nodes:
-        if entry.get("agent_job_id") == job.id and entry.get("status") == "interrupted":
+        if entry.get("agent_job_id") != job.id or entry.get("status") != "interrupted":
+            continue
+        if report is None:
+            entry.update(status="unknown", finished_at=datetime.now(UTC).isoformat(),
+                         message="the node's agent stopped while installing and never "
+                                 "reported: check the node (dpkg --audit) and roll out again")
+        else:
             entry_from_report(entry, report["status"], report)
             entry["message"] = _bounded("reported after the rollout stopped: "
                                         + entry["message"], MESSAGE_LIMIT)
     rollout.nodes = nodes
+
+
+async def settle_unreported(session: AsyncSession, node_id: int) -> None:
+    """The node's agent polls for work, which it does only after sending every report
+    it kept: an abandoned job of that node will never be reported."""
+    for job in (await session.scalars(select(AgentJob).where(
+            AgentJob.node_id == node_id, AgentJob.status == "abandoned"))).all():
+        done = await session.execute(update(AgentJob).where(
+            AgentJob.id == job.id, AgentJob.status == "abandoned").values(
+            status="lost", finished_at=datetime.now(UTC)))
+        if done.rowcount:
+            await record_late_report(session, job, None)
 
 
 async def settle_lost_rollout(session: AsyncSession, rollout_id: int, message: str) -> None:

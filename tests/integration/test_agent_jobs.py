@@ -10,14 +10,15 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
+import httpx
 from arq import create_pool
 from sqlalchemy import select, update
 
-from agent.facts import Overrides
 from agent.node import Agent
 from app.models import AgentJob, Rollout
 from app.queue import redis_settings
-from tests.conftest import free_port
+from tests.debfixtures import make_binary_deb
+from tests.integration.helpers import create_repository, publish, store_debs
 from tests.integration.test_nodes import bearer, enrollment, facts, register
 from workers.leases import reconcile
 
@@ -62,10 +63,21 @@ async def test_a_job_whose_delivery_was_lost_is_handed_out_again(app, client, an
     (one,) = await _nodes(client, anon_client, 1)
     me = bearer(one["token"])
     job_id = await _job(app, one["node"]["id"])
-    first = await anon_client.get("/api/v1/agent/jobs?wait=0", headers=me)
-    assert first.status_code == 200 and first.json()["id"] == job_id
-    # The agent died (or the response never reached it): its next poll gets the job
-    # again, since an agent polls only between jobs.
+    # Several polls at the same moment (a second agent process): one gets the job.
+    polls = await asyncio.gather(*[anon_client.get("/api/v1/agent/jobs?wait=0", headers=me)
+                                   for _ in range(4)])
+    assert sorted(r.status_code for r in polls) == [200, 204, 204, 204]
+    assert [r.json()["id"] for r in polls if r.status_code == 200] == [job_id]
+    # While its agent says it is alive, nobody else gets it ...
+    assert (await anon_client.post(f"/api/v1/agent/jobs/{job_id}/alive",
+                                   headers=me)).status_code == 204
+    assert (await anon_client.get("/api/v1/agent/jobs?wait=0", headers=me)).status_code == 204
+    # ... once it has been silent too long (it died, or the answer never reached it),
+    # the node's next poll gets the job again.
+    async with app.state.sessionmaker() as session:
+        await session.execute(update(AgentJob).where(AgentJob.id == job_id).values(
+            alive_at=datetime.now(UTC) - timedelta(seconds=60)))
+        await session.commit()
     again = await anon_client.get("/api/v1/agent/jobs?wait=0", headers=me)
     assert again.status_code == 200 and again.json()["id"] == job_id
     assert (await _agent_job(app, job_id)).deliveries == 2
@@ -73,10 +85,48 @@ async def test_a_job_whose_delivery_was_lost_is_handed_out_again(app, client, an
                                   headers=me)
     assert sent.status_code == 204, sent.text
     assert (await anon_client.get("/api/v1/agent/jobs?wait=0", headers=me)).status_code == 204
-    # A finished job takes no second report.
+    # A finished job takes no second report, and no sign of life.
     sent = await anon_client.post(f"/api/v1/agent/jobs/{job_id}/report", json=REPORT,
                                   headers=me)
     assert sent.status_code == 409
+    assert (await anon_client.post(f"/api/v1/agent/jobs/{job_id}/alive",
+                                   headers=me)).status_code == 409
+
+
+class FlakyLink:
+    """A TCP relay to the service on loopback that breaks the connection the moment
+    the agent sends a report: the network (or the service) failing between a job's
+    delivery and its report, with real sockets."""
+
+    def __init__(self, upstream: str) -> None:
+        self.host, port = upstream.removeprefix("http://").split(":")
+        self.port = int(port)
+        self.cut = 0
+
+    async def _pipe(self, reader, writer, watch: bool) -> None:
+        try:
+            while data := await reader.read(65536):
+                if watch and b"POST /api/v1/agent/jobs/" in data and b"/report" in data:
+                    self.cut += 1
+                    break
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _serve(self, reader, writer) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+        await asyncio.gather(self._pipe(reader, up_writer, True),
+                             self._pipe(up_reader, writer, False))
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc) -> None:
+        self.server.close()
 
 
 async def test_a_report_the_agent_could_not_send_is_sent_on_its_next_poll(
@@ -86,42 +136,39 @@ async def test_a_report_the_agent_could_not_send_is_sent_on_its_next_poll(
     job_id = await _job(app, one["node"]["id"], kind="no-such-kind")
     state = tmp_path / "state.json"
     state.write_text(json.dumps({"node_id": one["node"]["id"], "token": one["token"]}))
-    # The service goes away after handing out the job: the report stays on disk.
-    down = f"http://127.0.0.1:{free_port()}"
-    agent = Agent(live_server, tmp_path, Overrides(hostname="node1", machine_id=f"{1:032x}"),
-                  state=state)
-    resp = await anon_client.get("/api/v1/agent/jobs?wait=0", headers=bearer(one["token"]))
-    assert resp.json()["id"] == job_id
+    link = FlakyLink(live_server)
+    async with link as flaky:
+        agent = Agent(flaky, tmp_path, state=state)
+        try:
+            await agent.run_once(wait=0)
+        except Exception as exc:  # the connection broke: the report must survive it
+            assert isinstance(exc, httpx.HTTPError), exc
+        else:
+            raise AssertionError("the report cannot have gone through a cut link")
+    assert link.cut == 1
     kept = agent.reports_dir / f"{job_id}.json"
-    kept.parent.mkdir(parents=True)
-    kept.write_text(json.dumps({"status": "failed", "message": "kept while the service "
-                                "was down", "steps": [], "packages": [], "output": ""}))
-    offline = Agent(down, tmp_path, state=state)
-    try:
-        await offline.run_once(wait=0)
-    except Exception as exc:  # connection refused: the report must survive it
-        assert "connect" in str(exc).lower() or "refused" in str(exc).lower(), exc
-    else:
-        raise AssertionError("a poll against a stopped service cannot succeed")
-    assert kept.is_file()
+    assert json.loads(kept.read_text())["status"] == "failed"
+    assert (await _agent_job(app, job_id)).status == "delivered"
     # Back online: the kept report goes out before the next poll, and is removed.
+    agent = Agent(live_server, tmp_path, state=state)
     assert await agent.run_once(wait=0) is None
     assert not kept.exists()
     row = await _agent_job(app, job_id)
-    assert row.status == "failed" and row.report["message"] == "kept while the service was down"
-    # A job of a kind this agent does not know is reported as failed, not dropped.
+    assert row.status == "failed" and "unknown job kind" in row.report["message"]
+    # A file in the reports folder that is no report is set aside, never in the way.
+    (agent.reports_dir / "junk.json").write_text("{")
     other = await _job(app, one["node"]["id"], kind="no-such-kind")
     report = await agent.run_once(wait=0)
     assert report["status"] == "failed" and "unknown job kind" in report["message"]
     assert (await _agent_job(app, other)).status == "failed"
-    assert not list(agent.reports_dir.iterdir())
+    assert sorted(p.name for p in agent.reports_dir.iterdir()) == ["junk.json.bad"]
 
 
 async def test_a_stopped_rollout_settles_its_jobs_and_still_shows_a_late_report(
     app, client, anon_client, settings
 ):
-    nodes = await _nodes(client, anon_client, 3)
-    await _cluster(client, 3)
+    nodes = await _nodes(client, anon_client, 4)
+    await _cluster(client, 4)
     resp = await client.post("/api/v1/rollouts", json={"cluster": "alpha"})
     assert resp.status_code == 202, resp.text
     rollout_id = resp.json()["id"]
@@ -134,11 +181,12 @@ async def test_a_stopped_rollout_settles_its_jobs_and_still_shows_a_late_report(
     assert (await client.delete("/api/v1/clusters/alpha")).status_code == 409
     assert (await client.post("/api/v1/rollouts", json={"cluster": "alpha"})).status_code == 409
 
-    # The worker took it: node1 done, node2's agent installing, node3 not started; then
-    # the worker dies and its lease runs out.
+    # The worker took it: node1 done, the agents of node2 and node3 installing, node4
+    # not started; then the worker dies and its lease runs out.
     ids = [n["node"]["id"] for n in nodes]
     done = await _job(app, ids[0], rollout_id=rollout_id, status="succeeded")
     busy = await _job(app, ids[1], rollout_id=rollout_id, status="delivered")
+    dying = await _job(app, ids[2], rollout_id=rollout_id, status="delivered")
     past = datetime.now(UTC) - timedelta(seconds=5)
     async with app.state.sessionmaker() as session:
         await session.execute(update(Rollout).where(Rollout.id == rollout_id).values(
@@ -148,7 +196,9 @@ async def test_a_stopped_rollout_settles_its_jobs_and_still_shows_a_late_report(
                  "agent_job_id": done},
                 {"node": "node2", "nodeid": 2, "node_id": ids[1], "status": "running",
                  "agent_job_id": busy},
-                {"node": "node3", "nodeid": 3, "node_id": ids[2], "status": "pending"}]))
+                {"node": "node3", "nodeid": 3, "node_id": ids[2], "status": "running",
+                 "agent_job_id": dying},
+                {"node": "node4", "nodeid": 4, "node_id": ids[3], "status": "pending"}]))
         await session.commit()
     pool = await create_pool(redis_settings(settings.redis_url),
                              default_queue_name=settings.resolved_queue_name)
@@ -159,12 +209,18 @@ async def test_a_stopped_rollout_settles_its_jobs_and_still_shows_a_late_report(
         await pool.aclose()
     rollout = (await client.get(f"/api/v1/rollouts/{rollout_id}")).json()
     assert rollout["status"] == "failed" and "worker lost" in rollout["error"]
-    assert [n["status"] for n in rollout["nodes"]] == ["succeeded", "interrupted", "untouched"]
+    assert [n["status"] for n in rollout["nodes"]] == [
+        "succeeded", "interrupted", "interrupted", "untouched"]
     assert (await _agent_job(app, busy)).status == "abandoned"
     # No agent picks up anything of the dead rollout ...
-    for node in nodes:
+    for node in nodes[2:]:
         resp = await anon_client.get("/api/v1/agent/jobs?wait=0", headers=bearer(node["token"]))
         assert resp.status_code == 204
+    # ... node3's agent, which died while installing, polls again without a report:
+    # its job is lost and the rollout says the node's state is unknown.
+    assert (await _agent_job(app, dying)).status == "lost"
+    third = (await client.get(f"/api/v1/rollouts/{rollout_id}")).json()["nodes"][2]
+    assert third["status"] == "unknown" and "never reported" in third["message"]
     # ... but node2's agent finishes its install and reports: the rollout shows it.
     sent = await anon_client.post(f"/api/v1/agent/jobs/{busy}/report", json=REPORT,
                                   headers=bearer(nodes[1]["token"]))
@@ -193,3 +249,88 @@ async def test_two_rollouts_of_one_cluster_started_at_once_make_one(app, client,
     assert resp.status_code == 202 and resp.json()["status"] == "cancelled"
     assert (await client.post(f"/api/v1/rollouts/{active[0]}/cancel")).status_code == 409
     assert (await client.post("/api/v1/rollouts/999999/cancel")).status_code == 404
+
+
+async def _published_cluster(app, client, anon, run_worker, fixtures_dir) -> list[dict]:
+    await create_repository(client, "cluster")
+    ids = await store_debs(app, [make_binary_deb(fixtures_dir, "cf-common", "1.0")])
+    await publish(client, run_worker, "cluster", {"suite": "bookworm", "artifacts": ids})
+    nodes = await _nodes(client, anon, 2)
+    resp = await client.post("/api/v1/clusters", json={
+        "name": "alpha", "lock_manager": "dlm", "quorum": {"two_node": True},
+        "members": [{"node": "node1", "nodeid": 1}, {"node": "node2", "nodeid": 2}],
+        "repository": "cluster", "suite": "bookworm"})
+    assert resp.status_code == 201, resp.text
+    return nodes
+
+
+async def _act_as_agents(anon, nodes: list[dict], worker: asyncio.Task) -> list[int]:
+    """Poll and report success for every node until the worker is done; the ids of
+    the jobs taken."""
+    taken = []
+    while not worker.done():
+        for node in nodes:
+            resp = await anon.get("/api/v1/agent/jobs?wait=0", headers=bearer(node["token"]))
+            if resp.status_code == 200:
+                taken.append(resp.json()["id"])
+                sent = await anon.post(f"/api/v1/agent/jobs/{resp.json()['id']}/report",
+                                       json=REPORT, headers=bearer(node["token"]))
+                assert sent.status_code == 204, sent.text
+        await asyncio.sleep(0.1)
+    return taken
+
+
+async def test_a_rollout_resumed_after_its_worker_stopped_installs_no_node_twice(
+    app, client, anon_client, run_worker, fixtures_dir
+):
+    """A stopping worker hands its rollout back (queued); the next run waits for the job
+    an agent still holds instead of making a second one, and withdraws the jobs no
+    agent took."""
+    nodes = await _published_cluster(app, client, anon_client, run_worker, fixtures_dir)
+    resp = await client.post("/api/v1/rollouts", json={"cluster": "alpha"})
+    rollout_id = resp.json()["id"]
+    # What the stopped run left: node1's agent holds its job, and a job for node2 that
+    # no agent took yet.
+    held = await _job(app, nodes[0]["node"]["id"], rollout_id=rollout_id, status="delivered")
+    stale = await _job(app, nodes[1]["node"]["id"], rollout_id=rollout_id)
+    worker = asyncio.create_task(run_worker())
+    await asyncio.sleep(0.5)
+    sent = await anon_client.post(f"/api/v1/agent/jobs/{held}/report", json=REPORT,
+                                  headers=bearer(nodes[0]["token"]))
+    assert sent.status_code == 204, sent.text
+    taken = await _act_as_agents(anon_client, nodes, worker)
+    await worker
+    rollout = (await client.get(f"/api/v1/rollouts/{rollout_id}")).json()
+    assert rollout["status"] == "succeeded", rollout
+    assert rollout["nodes"][0]["agent_job_id"] == held
+    assert (await _agent_job(app, stale)).status == "cancelled"
+    assert stale not in taken and held not in taken and len(taken) == 1
+
+
+async def test_cancelling_a_running_rollout_settles_every_node(
+    app, client, anon_client, run_worker, fixtures_dir
+):
+    nodes = await _published_cluster(app, client, anon_client, run_worker, fixtures_dir)
+    resp = await client.post("/api/v1/rollouts", json={"cluster": "alpha"})
+    rollout_id = resp.json()["id"]
+    worker = asyncio.create_task(run_worker())
+    # node1's agent takes its job and keeps installing; the admin cancels meanwhile.
+    while True:
+        polled = await anon_client.get("/api/v1/agent/jobs?wait=1",
+                                       headers=bearer(nodes[0]["token"]))
+        if polled.status_code == 200:
+            break
+    resp = await client.post(f"/api/v1/rollouts/{rollout_id}/cancel")
+    assert resp.status_code == 202, resp.text
+    await worker
+    rollout = (await client.get(f"/api/v1/rollouts/{rollout_id}")).json()
+    assert rollout["status"] == "cancelled", rollout
+    assert [n["status"] for n in rollout["nodes"]] == ["interrupted", "untouched"]
+    assert (await anon_client.get("/api/v1/agent/jobs?wait=0",
+                                  headers=bearer(nodes[1]["token"]))).status_code == 204
+    # The install on node1 ends and is reported: the rollout shows it.
+    sent = await anon_client.post(f"/api/v1/agent/jobs/{polled.json()['id']}/report",
+                                  json=REPORT, headers=bearer(nodes[0]["token"]))
+    assert sent.status_code == 204, sent.text
+    first = (await client.get(f"/api/v1/rollouts/{rollout_id}")).json()["nodes"][0]
+    assert first["status"] == "succeeded" and "after the rollout stopped" in first["message"]

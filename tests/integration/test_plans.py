@@ -146,3 +146,13 @@ async def test_plans_carry_their_files_and_node_tokens_read_their_clusters_repos
     assert (await anon_client.get(url, auth=("node-4", outsider))).status_code == 401
     enrol = await enrollment(client)
     assert (await anon_client.get(url, auth=("x", enrol))).status_code == 401
+    # ... nor another repository, even one its own cluster could use later.
+    await create_repository(client, "other", read_protected=True)
+    other = "/apt/other/dists/bookworm/InRelease"
+    assert (await anon_client.get(other, headers=bearer(member))).status_code == 401
+    assert (await anon_client.get(other, auth=("node-1", member))).status_code == 401
+    # A member cannot rename itself out of its cluster (another node could then take
+    # the name, and with it the member's files, plan and repository).
+    resp = await anon_client.post(f"/api/v1/nodes/{nodes['node1']['node']['id']}/heartbeat",
+                                  headers=bearer(member), json=facts(1, hostname="node1x"))
+    assert resp.status_code == 409 and "take it out of the cluster" in resp.text, resp.text

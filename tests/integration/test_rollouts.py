@@ -158,6 +158,7 @@ async def test_preflight_refuses_a_cluster_with_a_node_that_cannot_be_planned(
         assert rollout["status"] == "failed"
         assert "preflight failed, no node was touched" in rollout["error"]
         assert "gfs2-modules-6.1.0-18-amd64" in rollout["error"]
+        assert [n["status"] for n in rollout["nodes"]] == ["untouched"] * 3
         for root in roots:
             assert not (root.dest / "etc/cluster/cluster.conf").exists()
     finally:
