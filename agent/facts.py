@@ -9,6 +9,10 @@ from dataclasses import dataclass
 from agent.system import System
 
 
+class FactsError(RuntimeError):
+    """A fact the agent cannot find; the message says what to do."""
+
+
 @dataclass
 class Overrides:
     """For chroots, which share the host's kernel and names: what the node would say."""
@@ -38,8 +42,19 @@ async def gather(system: System, o: Overrides) -> dict:
         path = system.path("etc/hostname")
         hostname = (path.read_text().strip() if system.chrooted and path.is_file()
                     else socket.gethostname())
-    machine_id = o.machine_id or system.path("etc/machine-id").read_text().strip()
-    arch = (await system.run("dpkg", "--print-architecture", timeout=30)).output.strip()
+    machine_id = o.machine_id
+    if machine_id is None:
+        path = system.path("etc/machine-id")
+        if not path.is_file() or not path.read_text().strip():
+            raise FactsError(f"{path} is missing or empty (a fresh debootstrap tree has "
+                             "none): run systemd-machine-id-setup on the node, or give "
+                             "--machine-id")
+        machine_id = path.read_text().strip()
+    printed = await system.run("dpkg", "--print-architecture", timeout=30)
+    arch = printed.output.strip()
+    if not printed.ok or not arch.isprintable() or " " in arch:
+        raise FactsError(f"dpkg --print-architecture failed in {system.root}: "
+                         f"{arch[-300:]}")
     query = await system.run("dpkg-query", "-W", "-f=${Package} ${db:Status-Abbrev}\\n",
                              "linux-image-*", timeout=30)
     kernels = sorted(line.split()[0] for line in query.output.splitlines()

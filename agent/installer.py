@@ -7,6 +7,7 @@ without it), and half-configured packages are finished first (dpkg --configure -
 from __future__ import annotations
 
 import hashlib
+import shlex
 import time
 from typing import Any
 
@@ -39,7 +40,7 @@ class Installer:
     async def _command(self, name: str, *argv: str, timeout: float = 1800) -> Result:
         started = time.monotonic()
         result = await self.system.run(*argv, timeout=timeout)
-        self.output.append(f"$ {' '.join(argv)}\n{result.output}")
+        self.output.append(f"$ {shlex.join(argv)}\n{result.output}")
         self._record(name, started, result.ok,
                      "" if result.ok else f"exit status {result.returncode}")
         return result
@@ -53,7 +54,10 @@ class Installer:
         entry = "\n".join([
             "# Managed by clusterforge-agent", "Types: deb",
             f"URIs: {self.server}{apt['url']}", f"Suites: {apt['suite']}",
-            f"Components: {' '.join(apt['components'])}", f"Signed-By: {keyring}", ""])
+            f"Components: {' '.join(apt['components'])}",
+            *([f"Architectures: {' '.join(apt['architectures'])}"]
+              if apt.get("architectures") else []),
+            f"Signed-By: {keyring}", ""])
         self.system.write_atomically(
             f"/etc/apt/sources.list.d/clusterforge-{apt['name']}.sources", entry.encode(),
             keep_previous=False)
@@ -86,7 +90,7 @@ class Installer:
             if hashlib.sha256(data).hexdigest() != f["sha256"]:
                 self._record("files", started, False, f"{f['path']}: sha256 mismatch")
                 raise JobFailed(f"{f['path']} does not match its sha256 in the plan")
-            if self.system.write_atomically(f["path"], data):
+            if self.system.write_atomically(f["path"], data, mode=f.get("mode", 0o644)):
                 changed.append(f["path"])
         self._record("files", started, True, f"changed: {', '.join(changed) or 'none'}")
 
@@ -145,7 +149,8 @@ class Installer:
         try:
             await self.apt_source(plan["apt"])
             await self.files(plan["files"])
-            packages = await self.packages(plan["install"])
+            if plan["install"]:  # a node may get only its files
+                packages = await self.packages(plan["install"])
             if payload.get("health_command"):
                 await self.health(payload["health_command"])
             status, message = "succeeded", (f"{len(packages)} package(s) installed, "

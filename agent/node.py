@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from agent.facts import Overrides, gather
+from agent.facts import FactsError, Overrides, gather
 from agent.installer import Installer
 from agent.system import System
 
@@ -31,6 +31,13 @@ ALIVE_EVERY = 10.0  # the service hands a job out again after 45 s of silence
 
 class AgentError(RuntimeError):
     pass
+
+
+async def _facts(system: System, overrides: Overrides) -> dict:
+    try:
+        return await gather(system, overrides)
+    except FactsError as exc:
+        raise AgentError(str(exc)) from None
 
 
 class Unauthorized(AgentError):
@@ -61,9 +68,29 @@ class Agent:
         self.token: str | None = None
         self.enrollment_token: str | None = None
         self._lock: int | None = None
+        self.roles: list[str] | None = None
         if self.state_path.is_file():
             saved = json.loads(self.state_path.read_text())
             self.node_id, self.token = saved["node_id"], saved["token"]
+            self.roles = saved.get("roles")
+        self._roles_changed = bool(self.overrides.roles) and \
+            list(self.overrides.roles) != self.roles
+        if self.overrides.roles:
+            self.roles = list(self.overrides.roles)
+
+    async def _facts(self) -> dict:
+        """The node's facts; the roles are the last ones given (--roles), remembered
+        in the state file, so an agent started without --roles keeps them."""
+        facts = await _facts(self.system, self.overrides)
+        if not self.overrides.roles and self.roles is not None:
+            facts["roles"] = list(self.roles)
+        return facts
+
+    def _save(self) -> None:
+        state = {"node_id": self.node_id, "token": self.token}
+        if self.roles is not None:
+            state["roles"] = list(self.roles)
+        _write_private(self.state_path, state)
 
     @property
     def registered(self) -> bool:
@@ -94,14 +121,14 @@ class Agent:
     async def register(self, token: str | None = None) -> int:
         """Register with an enrollment token, or again with the node's own token
         (which the service replaces)."""
-        facts = await gather(self.system, self.overrides)
+        facts = await self._facts()
         async with self._client(token) as http:
             resp = await http.post(f"{self.server}/api/v1/nodes/register", json=facts)
         if resp.status_code != 201:
             raise AgentError(f"registration refused ({resp.status_code}): {resp.text}")
         body = resp.json()
         self.node_id, self.token = body["node"]["id"], body["token"]
-        _write_private(self.state_path, {"node_id": self.node_id, "token": self.token})
+        self._save()
         self._refresh_apt_auth()
         log.info("registered as node %s (%s)", self.node_id, facts["hostname"])
         return self.node_id
@@ -150,7 +177,7 @@ class Agent:
 
     async def heartbeat(self) -> dict:
         self._need_registration()
-        facts = await gather(self.system, self.overrides)
+        facts = await self._facts()
         async with self._client() as http:
             resp = await http.post(f"{self.server}/api/v1/nodes/{self.node_id}/heartbeat",
                                    json=facts)
@@ -158,6 +185,9 @@ class Agent:
             raise Unauthorized(f"heartbeat refused (401): {resp.text}")
         if resp.status_code != 200:
             raise AgentError(f"heartbeat refused ({resp.status_code}): {resp.text}")
+        if self._roles_changed:
+            self._save()  # roles given on this start are remembered
+            self._roles_changed = False
         return resp.json()
 
     async def send_reports(self, http: httpx.AsyncClient) -> None:

@@ -58,19 +58,20 @@ class System:
     def write_atomically(self, inside: str, data: bytes, mode: int = 0o644,
                          keep_mode: bool = True, keep_previous: bool = True) -> bool:
         """Write a managed file: temp file beside it, then rename; a previous, different
-        version is kept as <file>.cf-previous. An existing file keeps its mode (an
-        administrator's 0600 cluster.conf with fence passwords stays 0600) unless
-        `keep_mode` is false (a file holding a secret is always `mode`). apt's own
-        files are written with `keep_previous` false: apt would warn about a
-        .cf-previous file in its directories. Returns whether anything changed."""
+        version is kept as <file>.cf-previous. An existing file keeps its mode, only
+        ever narrowed to `mode` (an administrator's 0600 cluster.conf stays 0600, a
+        0644 one becomes the plan's 0640); with `keep_mode` false it is exactly `mode`
+        (a file holding a secret). apt's own files are written with `keep_previous`
+        false: apt would warn about a .cf-previous file in its directories. Returns
+        whether anything changed."""
         target = self.path(inside)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.is_file():
-            if target.read_bytes() == data and (
-                    keep_mode or target.stat().st_mode & 0o7777 == mode):
-                return False
+            existing = target.stat().st_mode & 0o7777
             if keep_mode:
-                mode = target.stat().st_mode & 0o7777
+                mode = existing & mode
+            if existing == mode and target.read_bytes() == data:
+                return False
         tmp = target.with_name(f".{target.name}.cf-tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
@@ -78,7 +79,8 @@ class System:
             fh.flush()
             os.fsync(fh.fileno())
         tmp.chmod(mode)
-        if keep_previous and target.is_file():  # kept aside first: the file itself is never missing
+        if keep_previous and target.is_file() and target.read_bytes() != data:
+            # kept aside first: the file itself is never missing
             shutil.copy2(target, target.with_name(target.name + ".cf-previous"))
         os.replace(tmp, target)
         return True

@@ -133,11 +133,17 @@ class RolloutPipeline:
         while True:
             async with self.job.sessionmaker() as session:
                 row = await session.get(AgentJob, job_id)
+                node = await session.get(Node, entry["node_id"])
             if row.status in ("succeeded", "failed"):
                 break
             if asyncio.get_running_loop().time() > deadline:
                 raise StepFailed(f"{entry['node']}: no report within "
                                  f"{self.rollout.node_timeout} s (is its agent running?)")
+            # A node whose agent has gone silent (no heartbeat, no sign of life from
+            # the job) for CLUSTERFORGE_NODE_LOST_AFTER is not waited for any longer.
+            if node is None or node_status(node, self.job.settings) == NodeStatus.lost:
+                raise StepFailed(f"{entry['node']} is lost: its agent has been silent "
+                                 f"for over {self.job.settings.node_lost_after} s")
             await asyncio.sleep(POLL)
         report = row.report or {}
         entry_from_report(entry, row.status, report)

@@ -14,7 +14,7 @@ from sqlalchemy import and_, or_, select, update
 
 from app.deps import DbId, TokenDep
 from app.errors import ApiError, not_found
-from app.models import AgentJob, ApiToken, TokenKind
+from app.models import AgentJob, ApiToken, Node, TokenKind
 from app.services.rollouts import record_late_report, settle_unreported
 
 router = APIRouter(prefix="/agent", tags=["agent"])
@@ -125,6 +125,9 @@ async def alive(job_id: DbId, request: Request, token: TokenDep) -> Response:
         if job.status not in ("delivered", "abandoned"):
             raise ApiError(409, "conflict", f"agent job {job_id} is {job.status}")
         job.alive_at = datetime.now(UTC)
+        # An agent running a long install sends no heartbeat meanwhile: this is one.
+        await session.execute(update(Node).where(Node.id == node_id).values(
+            last_heartbeat_at=job.alive_at))
         await session.commit()
     return Response(status_code=204)
 

@@ -19,7 +19,7 @@ from app.models import (
     Repository,
     RepositorySuite,
 )
-from app.services.clusters import cluster_of, rendered_files
+from app.services.clusters import MAIN_FILES, cluster_of, rendered_files
 
 
 class PlannedPackage(BaseModel):
@@ -35,6 +35,9 @@ class PlannedFile(BaseModel):
     content: str = Field(description="The file itself (UTF-8 text), as rendered for "
                          "this plan: a rollout installs exactly what it preflighted, "
                          "even if the cluster changes meanwhile.")
+    mode: int = Field(0o644, description="Permissions of a new file; an existing one "
+                      "keeps its own, only ever narrowed to these (cluster.conf holds "
+                      "fence passwords: 0640).")
 
 
 class AptSource(BaseModel):
@@ -45,6 +48,8 @@ class AptSource(BaseModel):
     key_url: str
     read_protected: bool = Field(description="apt needs credentials: the agent writes "
                                  "its node token into /etc/apt/auth.conf.d/.")
+    architectures: list[str] = Field(description="The node's architecture: apt fetches "
+                                     "no index for a foreign one it may have enabled.")
 
 
 class Plan(BaseModel):
@@ -58,6 +63,8 @@ class Plan(BaseModel):
     packages: list[PlannedPackage]
     install: list[str]
     files: list[PlannedFile]
+    warnings: list[str] = Field(default_factory=list,
+                                description="What looks unintended, e.g. no package at all.")
 
 
 async def plan_for(session: AsyncSession, node: Node) -> Plan:
@@ -90,12 +97,12 @@ async def plan_for(session: AsyncSession, node: Node) -> Plan:
                        f"{d.repository}/{d.suite} has no {exc.package}: build the module "
                        f"package for ABI {exc.abi} first",
                        {"abi": exc.abi, "package": exc.package}) from None
-    if not chosen:
-        raise ApiError(409, "empty_selection",
-                       f"the profile of cluster {cluster.name} selects no package of "
-                       f"{d.repository}/{d.suite} for node {node.hostname} (roles: "
-                       f"{', '.join(node.roles) or 'none'}, architecture "
-                       f"{node.architecture}): check its include and exclude rules")
+    warnings = []
+    if not chosen:  # a node that only gets its files is possible, but rarely meant
+        warnings.append(f"the profile of cluster {cluster.name} selects no package of "
+                        f"{d.repository}/{d.suite} for node {node.hostname} (roles: "
+                        f"{', '.join(node.roles) or 'none'}, architecture "
+                        f"{node.architecture}): only its files will be installed")
     files = []
     for path, member, data in rendered_files(d, cluster.config_version):
         if member in (None, node.hostname):
@@ -103,13 +110,17 @@ async def plan_for(session: AsyncSession, node: Node) -> Plan:
             url = (f"/api/v1/clusters/{cluster.name}/config/{name}" if member is None else
                    f"/api/v1/clusters/{cluster.name}/config/default/{name}")
             files.append(PlannedFile(path=path, sha256=hashlib.sha256(data).hexdigest(),
-                                     url=url, content=data.decode()))
+                                     url=url, content=data.decode(),
+                                     mode=0o640 if path == MAIN_FILES["cluster.conf"]
+                                     else 0o644))
     return Plan(node=node.hostname, cluster=cluster.name, config_version=cluster.config_version,
                 repository=d.repository, suite=d.suite, publication_id=current,
                 apt=AptSource(name=repo.name, url=f"/apt/{repo.name}", suite=d.suite,
                               components=repo.components,
                               key_url=f"/apt/{repo.name}/key.asc",
-                              read_protected=repo.read_protected),
+                              read_protected=repo.read_protected,
+                              architectures=[node.architecture]),
                 packages=[PlannedPackage(name=c.name, version=c.version,
                                          architecture=c.architecture) for c in chosen],
-                install=[f"{c.name}={c.version}" for c in chosen], files=files)
+                install=[f"{c.name}={c.version}" for c in chosen], files=files,
+                warnings=warnings)

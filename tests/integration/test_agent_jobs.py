@@ -14,7 +14,8 @@ import httpx
 from arq import create_pool
 from sqlalchemy import select, update
 
-from agent.node import Agent
+from agent.facts import Overrides
+from agent.node import Agent, AgentError
 from app.models import AgentJob, Rollout
 from app.queue import redis_settings
 from tests.debfixtures import make_binary_deb
@@ -334,3 +335,47 @@ async def test_cancelling_a_running_rollout_settles_every_node(
     assert sent.status_code == 204, sent.text
     first = (await client.get(f"/api/v1/rollouts/{rollout_id}")).json()["nodes"][0]
     assert first["status"] == "succeeded" and "after the rollout stopped" in first["message"]
+
+
+async def test_the_agent_registers_once_remembers_its_roles_and_re_enrols_after_a_reset(
+    client, anon_client, live_server, chroot, tmp_path
+):
+    token = await enrollment(client, max_uses=3)
+    root = chroot.dest
+    (root / "etc/apt/auth.conf.d").mkdir(parents=True, exist_ok=True)
+    roles = Overrides(hostname="node1", machine_id=f"{1:032x}", roles=("cluster-member",))
+    agent = Agent(live_server, root, roles)
+    await agent.start(token)
+    node_id, first = agent.node_id, agent.token
+    state = root / "var/lib/clusterforge-agent/state.json"
+    assert state.stat().st_mode & 0o777 == 0o600
+    # Started again, with --enroll but without --roles: no new registration, the
+    # roles stay, and the enrollment token is not used again.
+    again = Agent(live_server, root, Overrides(hostname="node1", machine_id=f"{1:032x}"))
+    await again.start(token)
+    assert again.token == first
+    node = (await client.get(f"/api/v1/nodes/{node_id}")).json()
+    assert node["roles"] == ["cluster-member"]
+    listed = (await client.get("/api/v1/enrollment-tokens")).json()["items"]
+    assert listed[0]["uses"] == 1
+    # An admin resets the node; the agent's next start registers again, and its apt
+    # credentials follow the new token.
+    (root / "etc/apt/auth.conf.d/clusterforge-cluster.conf").write_text(
+        f"# Managed by clusterforge-agent\nmachine {live_server}/apt/cluster\n"
+        f"login node-{node_id}\npassword {first}\n")
+    assert (await client.post(f"/api/v1/nodes/{node_id}/reset")).status_code == 200
+    third = Agent(live_server, root, Overrides(hostname="node1", machine_id=f"{1:032x}"))
+    await third.start(token)
+    assert third.node_id == node_id and third.token not in (None, first)
+    auth = (root / "etc/apt/auth.conf.d/clusterforge-cluster.conf").read_text()
+    assert f"password {third.token}" in auth and first not in auth
+    # Without a machine id to read, the agent says what to do instead of a traceback.
+    (root / "var/lib/clusterforge-agent/state.json").unlink()
+    (root / "etc/machine-id").unlink(missing_ok=True)
+    bare = Agent(live_server, root, Overrides(hostname="node9"))
+    try:
+        await bare.start(token)
+    except AgentError as exc:
+        assert "--machine-id" in str(exc)
+    else:
+        raise AssertionError("a root without /etc/machine-id cannot register")

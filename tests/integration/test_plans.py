@@ -120,7 +120,8 @@ async def test_plans_are_private_and_need_a_cluster(app, client, anon_client, ru
     beta["profile"] = {"include": [{"pattern": "no-such-package*"}]}
     assert (await client.put("/api/v1/clusters/beta", json=beta)).status_code == 200
     status, body = await _plan(anon_client, nodes["node3"])
-    assert status == 409 and body["error"]["code"] == "empty_selection", body
+    assert status == 200 and body["install"] == [], body  # only its files
+    assert "selects no package" in body["warnings"][0]
 
 
 async def test_plans_carry_their_files_and_node_tokens_read_their_clusters_repository(
@@ -132,6 +133,9 @@ async def test_plans_carry_their_files_and_node_tokens_read_their_clusters_repos
     for f in one["files"]:  # what a rollout installs is what it preflighted
         assert hashlib.sha256(f["content"].encode()).hexdigest() == f["sha256"]
     assert one["apt"]["read_protected"] is False
+    assert one["apt"]["architectures"] == ["amd64"] and one["warnings"] == []
+    modes = {f["path"]: f["mode"] for f in one["files"]}
+    assert modes["/etc/cluster/cluster.conf"] == 0o640  # fence passwords
     resp = await client.patch("/api/v1/repositories/cluster", json={"read_protected": True})
     assert resp.status_code == 200, resp.text
     assert (await _plan(anon_client, nodes["node1"]))[1]["apt"]["read_protected"] is True
