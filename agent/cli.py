@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from agent.facts import Overrides
-from agent.node import Agent, AgentError
+from agent.node import Agent, AgentError, Unavailable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 await agent.start(args.enroll)
                 break
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, Unavailable) as exc:
                 logging.warning("cannot reach %s (%s); retrying in %.0f s", args.server,
                                 exc, args.heartbeat)
                 await asyncio.sleep(args.heartbeat)

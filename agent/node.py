@@ -27,6 +27,7 @@ from agent.system import System
 log = logging.getLogger("clusterforge-agent")
 STATE = "var/lib/clusterforge-agent/state.json"
 ALIVE_EVERY = 10.0  # the service hands a job out again after 45 s of silence
+REPORT_TRIES = 5
 
 
 class AgentError(RuntimeError):
@@ -42,6 +43,16 @@ async def _facts(system: System, overrides: Overrides) -> dict:
 
 class Unauthorized(AgentError):
     """The service no longer knows the node token (an admin reset the node)."""
+
+
+class Unavailable(AgentError):
+    """The service (or a proxy before it) answered 5xx: try again later."""
+
+
+def _refused(what: str, resp: httpx.Response) -> AgentError:
+    kind = (Unauthorized if resp.status_code == 401 else
+            Unavailable if resp.status_code >= 500 else AgentError)
+    return kind(f"{what} refused ({resp.status_code}): {resp.text[:500]}")
 
 
 def _write_private(path: Path, data: dict[str, Any]) -> None:
@@ -68,6 +79,7 @@ class Agent:
         self.token: str | None = None
         self.enrollment_token: str | None = None
         self._lock: int | None = None
+        self._report_failures: dict[int, int] = {}
         self.roles: list[str] | None = None
         if self.state_path.is_file():
             saved = json.loads(self.state_path.read_text())
@@ -125,7 +137,7 @@ class Agent:
         async with self._client(token) as http:
             resp = await http.post(f"{self.server}/api/v1/nodes/register", json=facts)
         if resp.status_code != 201:
-            raise AgentError(f"registration refused ({resp.status_code}): {resp.text}")
+            raise _refused("registration", resp)
         body = resp.json()
         self.node_id, self.token = body["node"]["id"], body["token"]
         self._save()
@@ -181,10 +193,8 @@ class Agent:
         async with self._client() as http:
             resp = await http.post(f"{self.server}/api/v1/nodes/{self.node_id}/heartbeat",
                                    json=facts)
-        if resp.status_code == 401:
-            raise Unauthorized(f"heartbeat refused (401): {resp.text}")
         if resp.status_code != 200:
-            raise AgentError(f"heartbeat refused ({resp.status_code}): {resp.text}")
+            raise _refused("heartbeat", resp)
         if self._roles_changed:
             self._save()  # roles given on this start are remembered
             self._roles_changed = False
@@ -220,8 +230,17 @@ class Agent:
             elif resp.status_code == 401:
                 raise Unauthorized(f"report of job {job_id} refused (401); kept")
             elif resp.status_code != 204:
-                raise AgentError(f"report of job {job_id} refused ({resp.status_code}): "
-                                 f"{resp.text[:300]}; kept for the next try")
+                failures = self._report_failures.get(job_id, 0) + 1
+                self._report_failures[job_id] = failures
+                if failures < REPORT_TRIES:
+                    raise _refused(f"report of job {job_id} (kept for the next try)", resp)
+                # Refused again and again: set aside (for the administrator), never in
+                # the way of the next jobs; the service hands the job out again.
+                log.error("report of job %s refused %d times (%s): set aside as %s.bad",
+                          job_id, failures, resp.status_code, path.name)
+                path.rename(path.with_name(path.name + ".bad"))
+                continue
+            self._report_failures.pop(job_id, None)
             path.unlink()
 
     async def _keep_alive(self, http: httpx.AsyncClient, job_id: int) -> None:
@@ -243,10 +262,8 @@ class Agent:
             resp = await http.get(f"{self.server}/api/v1/agent/jobs", params={"wait": wait})
             if resp.status_code == 204:
                 return None
-            if resp.status_code == 401:
-                raise Unauthorized(f"job poll refused (401): {resp.text}")
             if resp.status_code != 200:
-                raise AgentError(f"job poll refused ({resp.status_code}): {resp.text}")
+                raise _refused("job poll", resp)
             job = resp.json()
             log.info("job %s (%s)", job["id"], job["kind"])
             alive = asyncio.create_task(self._keep_alive(http, int(job["id"])))
@@ -267,15 +284,21 @@ class Agent:
             return report
 
     async def run_forever(self, heartbeat_every: float = 10) -> None:
-        """Heartbeat and poll until stopped; any failure (the service down, a refused
-        request) is logged and retried, so an agent started before its service waits
-        for it instead of exiting."""
+        """Heartbeat and poll until stopped. A refused heartbeat (say, a rename the
+        service refuses) is logged and the agent still polls and reports; any other
+        failure (the service down) is logged and retried, so an agent started before
+        its service waits for it instead of exiting."""
         last = 0.0
         while True:
             try:
                 if time.monotonic() - last >= heartbeat_every:
-                    await self.heartbeat()
                     last = time.monotonic()
+                    try:
+                        await self.heartbeat()
+                    except (Unauthorized, Unavailable):
+                        raise
+                    except AgentError as exc:
+                        log.warning("%s", exc)
                 await self.run_once(wait=heartbeat_every)
             except Unauthorized as exc:
                 log.warning("%s", exc)

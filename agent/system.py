@@ -80,7 +80,10 @@ class System:
             os.fsync(fh.fileno())
         tmp.chmod(mode)
         if keep_previous and target.is_file() and target.read_bytes() != data:
-            # kept aside first: the file itself is never missing
-            shutil.copy2(target, target.with_name(target.name + ".cf-previous"))
+            # kept aside first: the file itself is never missing; the copy is no
+            # more readable than the new file (an old 0644 cluster.conf's passwords)
+            previous = target.with_name(target.name + ".cf-previous")
+            shutil.copy2(target, previous)
+            previous.chmod(previous.stat().st_mode & 0o7777 & mode)
         os.replace(tmp, target)
         return True

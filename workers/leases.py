@@ -22,7 +22,7 @@ from app.models.build import build_job_id
 from app.models.repository import gc_job_id, publication_job_id
 from app.models.rollout import rollout_job_id
 from app.proc import kill_group, kill_marked
-from app.services.rollouts import settle_lost_rollout
+from app.services.rollouts import settle_finished_rollouts, settle_lost_rollout
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,12 @@ async def reconcile(ctx: WorkerContext) -> dict[str, int]:
     for kind in JOB_KINDS:
         failed += await _fail_expired(ctx, kind, now)
         requeued += await _requeue_stale(ctx, kind, now)
-    return {"failed": failed, "requeued": requeued}
+    async with ctx["sessionmaker"]() as session:
+        settled = await settle_finished_rollouts(session)
+        await session.commit()
+    if settled:
+        log.warning("settled the agent jobs of %d finished rollout(s)", settled)
+    return {"failed": failed, "requeued": requeued, "settled": settled}
 
 
 async def reconcile_forever(ctx: WorkerContext, interval: float = INTERVAL) -> None:

@@ -23,6 +23,9 @@ from workers.context import WorkerContext
 from workers.job import Job, StepFailed, clean_text
 
 POLL = 0.25
+# Jobs of an earlier run of the same rollout that a resumed run takes as they are: one
+# an agent holds is awaited, one that ended counts as that node's result.
+RESUMABLE = ("delivered", "succeeded", "failed")
 
 
 def _now() -> str:
@@ -51,15 +54,20 @@ class RolloutPipeline:
         """Once the rollout has its final status (never on a requeue when the worker
         stops: the next run resumes), settle every node not finished with its agent
         job in one transaction: whatever ended it (a failed node or preflight, a
-        cancel, the time limit), no node is left 'pending' or 'running'."""
+        cancel, the time limit), no node is left 'pending' or 'running'. The row is
+        read, not this run's memory: if the reconciler finished it first (the lease
+        lapsed), it has settled it already."""
         if status == "succeeded":
             return
         async with self.job.sessionmaker() as session:
-            error = await session.scalar(select(Rollout.error).where(
-                Rollout.id == self.rollout.id))
+            row = await session.get(Rollout, self.rollout.id, with_for_update=True)
+            if row is None or row.status != status:
+                return
             reason = f"the rollout {status}" + (
-                f": {str(error).split(';')[0]}" if error and status != "cancelled" else "")
-            await stop_nodes(session, self.rollout.id, self.nodes, clean_text(reason, 500))
+                f": {str(row.error).split(';')[0]}" if row.error and status != "cancelled"
+                else "")
+            await stop_nodes(session, row.id, [dict(n) for n in row.nodes],
+                             clean_text(reason, 500))
             await session.commit()
 
     async def preflight(self) -> None:
@@ -76,6 +84,12 @@ class RolloutPipeline:
             if cluster is None:
                 raise StepFailed(f"cluster {self.rollout.cluster} no longer exists")
             d = ClusterDefinition.model_validate(cluster.definition)
+            # A resumed run: the jobs the earlier run handed to agents stay linked to
+            # their nodes, so whatever happens next settles and shows them.
+            earlier = {j.node_id: j for j in (await session.scalars(
+                select(AgentJob).where(AgentJob.rollout_id == self.rollout.id,
+                                       AgentJob.status.in_(RESUMABLE))
+                .order_by(AgentJob.id))).all()}
             problems = []
             for member in d.members:
                 entry = {"node": member.node, "nodeid": member.nodeid, "node_id": None,
@@ -86,6 +100,8 @@ class RolloutPipeline:
                     problems.append(f"{member.node} is not registered")
                     continue
                 entry["node_id"] = node.id
+                if node.id in earlier:
+                    entry.update(status="running", agent_job_id=earlier[node.id].id)
                 status = node_status(node, settings)
                 if status != NodeStatus.online:
                     problems.append(f"{member.node} is {status} (last heartbeat "
@@ -101,7 +117,8 @@ class RolloutPipeline:
         self.job.log.write(f"preflight of {len(self.nodes)} node(s): "
                            f"{'; '.join(problems) or 'all ready'}")
         if problems:
-            raise StepFailed("preflight failed, no node was touched: " + "; ".join(problems))
+            untouched = "" if earlier else ", no node was touched"
+            raise StepFailed(f"preflight failed{untouched}: " + "; ".join(problems))
 
     async def install(self, entry: dict[str, Any]) -> None:
         plan = self.plans[entry["node"]]
@@ -110,7 +127,7 @@ class RolloutPipeline:
             # done is awaited or taken as it is, not installed a second time.
             earlier = await session.scalar(select(AgentJob).where(
                 AgentJob.rollout_id == self.rollout.id, AgentJob.node_id == entry["node_id"],
-                AgentJob.status.in_(["delivered", "succeeded"]))
+                AgentJob.status.in_(RESUMABLE))
                 .order_by(AgentJob.id.desc()).limit(1))
             if earlier is None:
                 agent_job = AgentJob(node_id=entry["node_id"], rollout_id=self.rollout.id,

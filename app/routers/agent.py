@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from app.deps import DbId, TokenDep
 from app.errors import ApiError, not_found
@@ -90,17 +90,19 @@ async def next_job(
     while True:
         async with sessionmaker() as session:
             now = datetime.now(UTC)
+            # Jobs delivered before signs of life existed count from their delivery.
+            silent = and_(AgentJob.status == "delivered",
+                          func.coalesce(AgentJob.alive_at, AgentJob.delivered_at)
+                          < now - timedelta(seconds=REDELIVER_AFTER))
             job = await session.scalar(select(AgentJob).where(
-                AgentJob.node_id == node_id,
-                or_(AgentJob.status == "queued",
-                    and_(AgentJob.status == "delivered",
-                         AgentJob.alive_at < now - timedelta(seconds=REDELIVER_AFTER))))
+                AgentJob.node_id == node_id, or_(AgentJob.status == "queued", silent))
                 .order_by(AgentJob.id).limit(1))
             if job is not None:
-                # Guarded by the delivery count: two polls at once never both get it.
+                # Guarded by the delivery count, and silence checked again: two polls at
+                # once never both get it, nor does one racing the agent's sign of life.
                 claimed = await session.execute(update(AgentJob).where(
-                    AgentJob.id == job.id, AgentJob.status == job.status,
-                    AgentJob.deliveries == job.deliveries).values(
+                    AgentJob.id == job.id, AgentJob.deliveries == job.deliveries,
+                    or_(AgentJob.status == "queued", silent)).values(
                     status="delivered", delivered_at=now, alive_at=now,
                     deliveries=AgentJob.deliveries + 1))
                 await session.commit()

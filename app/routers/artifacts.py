@@ -86,27 +86,38 @@ async def upload_debs(request: Request, session: SessionDep, blobs: BlobsDep,
         raise
     except Exception as exc:
         raise ApiError(422, "malformed_body", f"malformed multipart body: {exc}") from exc
-    uploads = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
-    if not uploads or set(form.keys()) - {"files"}:
-        raise ApiError(422, "validation_error", "send the .deb files as `files` parts "
-                       "and nothing else")
+    tmp = tempfile.mkdtemp(dir=blobs.root / "tmp")
+    try:
+        stored = await _store_uploads(session, blobs, form, Path(tmp))
+    finally:
+        await form.close()
+        await asyncio.to_thread(shutil.rmtree, tmp, True)
+    await session.commit()
+    return ArtifactList(items=[artifact_out(a) for a in stored], total=len(stored))
+
+
+async def _store_uploads(session, blobs, form, tmp: Path) -> list[Artifact]:
+    parts = form.getlist("files")
+    uploads = [f for f in parts if isinstance(f, UploadFile)]
+    if not uploads or len(uploads) != len(parts) or set(form.keys()) - {"files"}:
+        raise ApiError(422, "validation_error", "send the .deb files as `files` file "
+                       "parts, and nothing else")
     names = [f.filename or "" for f in uploads]
     for name in names:
         problem = filename_problem(name) or (None if name.endswith(".deb") else
                                              "a binary package file name ends in .deb")
         if problem:
             raise ApiError(422, "invalid_file_name", f"{name[:100]!r}: {problem}")
-    with tempfile.TemporaryDirectory(dir=blobs.root / "tmp") as tmp:
-        paths = []
-        for upload, name in zip(uploads, names, strict=True):
-            path = Path(tmp) / name
-            await asyncio.to_thread(_spool, upload.file, path)
-            paths.append(path)
-        for path in paths:  # every file checked before any is stored
-            await check_deb(path, path.name)
-        stored = [(await import_deb(session, blobs, path, path.name))[0] for path in paths]
-    await session.commit()
-    return ArtifactList(items=[artifact_out(a) for a in stored], total=len(stored))
+    if twice := sorted({n for n in names if names.count(n) > 1}):
+        raise ApiError(422, "invalid_file_name", f"{twice[0]!r} is uploaded twice")
+    paths = []
+    for upload, name in zip(uploads, names, strict=True):
+        path = tmp / name
+        await asyncio.to_thread(_spool, upload.file, path)
+        paths.append(path)
+    for path in paths:  # every file checked before any is stored
+        await check_deb(path, path.name)
+    return [(await import_deb(session, blobs, path, path.name))[0] for path in paths]
 
 
 def _spool(src, dest: Path) -> None:

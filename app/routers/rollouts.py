@@ -14,6 +14,7 @@ from app.deps import AdminDep, DbId, Offset, QueueDep, SessionDep
 from app.errors import ApiError, not_found
 from app.models import Cluster, JobStatus, Rollout
 from app.models.rollout import rollout_job_id
+from app.services.rollouts import stop_nodes
 
 router = APIRouter(prefix="/rollouts", tags=["rollouts"])
 
@@ -118,8 +119,14 @@ async def cancel_rollout(rollout_id: DbId, session: SessionDep, _: AdminDep) -> 
             update(Rollout).where(Rollout.id == rollout_id,
                                   Rollout.status == JobStatus.queued)
             .values(status=JobStatus.cancelled, cancel_requested=True,
-                    finished_at=datetime.now(UTC), error="cancelled before it started"))
-        if not result.rowcount:
+                    finished_at=datetime.now(UTC), error="cancelled while queued"))
+        if result.rowcount:
+            # Queued again after a worker stopped mid-rollout: what that run handed
+            # to agents is settled now, in the same transaction.
+            row = await session.get(Rollout, rollout_id, populate_existing=True)
+            await stop_nodes(session, rollout_id, [dict(n) for n in row.nodes],
+                             "the rollout was cancelled")
+        else:
             result = await session.execute(
                 update(Rollout).where(Rollout.id == rollout_id,
                                       Rollout.status == JobStatus.running)

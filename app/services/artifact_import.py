@@ -46,6 +46,15 @@ def deb_problem(deb: Path) -> str | None:
     problem = (package_name_problem(fields["Package"]) or version_problem(fields["Version"])
                or (None if re.fullmatch(ARCH_PATTERN, fields["Architecture"])
                    else f"invalid architecture {fields['Architecture'][:40]!r}"))
+    if problem is None and "Source" in fields:
+        # "Source: name" or "Source: name (version)": the name becomes a pool path.
+        match = re.fullmatch(r"(\S+)(?: \((\S+)\))?", fields["Source"].strip())
+        if match is None:
+            problem = f"invalid Source field {fields['Source'][:80]!r}"
+        else:
+            problem = package_name_problem(match[1]) or (
+                version_problem(match[2]) if match[2] else None)
+            problem = problem and f"Source: {problem}"
     return problem
 
 

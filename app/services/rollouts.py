@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import AgentJob, Rollout
+from app.models import AgentJob, JobStatus, Rollout
 
 MESSAGE_LIMIT = 2000
 OUTPUT_LIMIT = 16000
@@ -63,6 +63,10 @@ async def stop_nodes(session: AsyncSession, rollout_id: int, nodes: list[dict[st
         elif job is not None and entry.get("status") == "running" and \
                 job.status in ("succeeded", "failed"):
             entry_from_report(entry, job.status, job.report or {})
+        elif job is not None and job.status == "lost" and entry.get("status") in (
+                "running", "interrupted"):
+            entry.update(status="unknown", message=f"{reason}; the node's agent stopped "
+                         "while installing and never reported: check the node")
     await session.execute(update(Rollout).where(Rollout.id == rollout_id)
                           .values(nodes=[dict(n) for n in nodes]))
     return nodes
@@ -111,3 +115,17 @@ async def settle_lost_rollout(session: AsyncSession, rollout_id: int, message: s
     if rollout is not None:
         await stop_nodes(session, rollout_id, [dict(n) for n in rollout.nodes],
                          "the rollout's worker was lost")
+
+
+async def settle_finished_rollouts(session: AsyncSession) -> int:
+    """The reconciler's safety net: a finished rollout whose agent jobs are still
+    queued or delivered (its settling failed, or it was cancelled while a stopping
+    worker had handed it back) gets them settled, so no agent installs for it."""
+    rows = (await session.scalars(select(Rollout).where(
+        Rollout.status.in_([JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled]),
+        Rollout.id.in_(select(AgentJob.rollout_id).where(
+            AgentJob.status.in_(["queued", "delivered"])))))).all()
+    for rollout in rows:
+        await stop_nodes(session, rollout.id, [dict(n) for n in rollout.nodes],
+                         f"the rollout {rollout.status}")
+    return len(rows)

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 
 from agent.facts import Overrides
 from agent.node import Agent, AgentError
-from app.models import AgentJob, Rollout
+from app.models import AgentJob, Node, Rollout
 from app.queue import redis_settings
 from tests.debfixtures import make_binary_deb
 from tests.integration.helpers import create_repository, publish, store_debs
@@ -316,11 +316,12 @@ async def test_cancelling_a_running_rollout_settles_every_node(
     rollout_id = resp.json()["id"]
     worker = asyncio.create_task(run_worker())
     # node1's agent takes its job and keeps installing; the admin cancels meanwhile.
-    while True:
+    for _ in range(60):
         polled = await anon_client.get("/api/v1/agent/jobs?wait=1",
                                        headers=bearer(nodes[0]["token"]))
         if polled.status_code == 200:
             break
+    assert polled.status_code == 200, "the rollout never handed node1 its job"
     resp = await client.post(f"/api/v1/rollouts/{rollout_id}/cancel")
     assert resp.status_code == 202, resp.text
     await worker
@@ -379,3 +380,115 @@ async def test_the_agent_registers_once_remembers_its_roles_and_re_enrols_after_
         assert "--machine-id" in str(exc)
     else:
         raise AssertionError("a root without /etc/machine-id cannot register")
+
+
+async def _rollout_left_by_a_stopped_worker(app, client, nodes: list[dict]) -> tuple[int, int, int]:
+    """A queued rollout as a stopping worker hands it back: node1's agent holds its
+    job, node2's job is queued and no agent took it yet."""
+    resp = await client.post("/api/v1/rollouts", json={"cluster": "alpha"})
+    assert resp.status_code == 202, resp.text
+    rollout_id = resp.json()["id"]
+    ids = [n["node"]["id"] for n in nodes]
+    held = await _job(app, ids[0], rollout_id=rollout_id, status="delivered")
+    queued = await _job(app, ids[1], rollout_id=rollout_id)
+    async with app.state.sessionmaker() as session:
+        await session.execute(update(AgentJob).where(AgentJob.id == held).values(
+            delivered_at=datetime.now(UTC), alive_at=datetime.now(UTC)))
+        await session.execute(update(Rollout).where(Rollout.id == rollout_id).values(nodes=[
+            {"node": "node1", "nodeid": 1, "node_id": ids[0], "status": "running",
+             "agent_job_id": held},
+            {"node": "node2", "nodeid": 2, "node_id": ids[1], "status": "running",
+             "agent_job_id": queued}]))
+        await session.commit()
+    return rollout_id, held, queued
+
+
+async def test_cancelling_a_rollout_a_stopping_worker_handed_back_withdraws_its_jobs(
+    app, client, anon_client, settings
+):
+    nodes = await _nodes(client, anon_client, 2)
+    await _cluster(client, 2)
+    rollout_id, held, queued = await _rollout_left_by_a_stopped_worker(app, client, nodes)
+    resp = await client.post(f"/api/v1/rollouts/{rollout_id}/cancel")
+    assert (await _agent_job(app, held)).status == "abandoned"  # its report still counts
+    assert resp.status_code == 202 and resp.json()["status"] == "cancelled", resp.text
+    assert [n["status"] for n in resp.json()["nodes"]] == ["interrupted", "untouched"]
+    assert (await _agent_job(app, queued)).status == "cancelled"
+    assert (await anon_client.get("/api/v1/agent/jobs?wait=0",
+                                  headers=bearer(nodes[1]["token"]))).status_code == 204
+    # The reconciler's safety net: a finished rollout with a job still queued (its
+    # settling failed) has it withdrawn.
+    stray = await _job(app, nodes[1]["node"]["id"], rollout_id=rollout_id)
+    pool = await create_pool(redis_settings(settings.redis_url),
+                             default_queue_name=settings.resolved_queue_name)
+    try:
+        ctx = {"settings": settings, "sessionmaker": app.state.sessionmaker, "redis": pool}
+        assert (await reconcile(ctx))["settled"] == 1
+    finally:
+        await pool.aclose()
+    assert (await _agent_job(app, stray)).status == "cancelled"
+
+
+async def test_a_resumed_rollout_whose_preflight_fails_still_shows_what_ran(
+    app, client, anon_client, run_worker, fixtures_dir
+):
+    nodes = await _published_cluster(app, client, anon_client, run_worker, fixtures_dir)
+    rollout_id, held, queued = await _rollout_left_by_a_stopped_worker(app, client, nodes)
+    async with app.state.sessionmaker() as session:  # node1 finished before the stop
+        await session.execute(update(AgentJob).where(AgentJob.id == held).values(
+            status="succeeded", report=REPORT))
+        await session.commit()
+    # node2 has gone silent since: the resumed run's preflight fails.
+    async with app.state.sessionmaker() as session:
+        await session.execute(update(Node).where(Node.id == nodes[1]["node"]["id"]).values(
+            last_heartbeat_at=datetime.now(UTC) - timedelta(hours=1)))
+        await session.commit()
+    await run_worker()
+    rollout = (await client.get(f"/api/v1/rollouts/{rollout_id}")).json()
+    assert rollout["status"] == "failed" and "node2 is lost" in rollout["error"], rollout
+    assert "no node was touched" not in rollout["error"]
+    assert [n["status"] for n in rollout["nodes"]] == ["succeeded", "untouched"]
+    assert rollout["nodes"][0]["results"][0]["name"] == "cf-common"
+    assert (await _agent_job(app, queued)).status == "cancelled"
+
+
+async def test_a_rollout_stops_waiting_for_a_node_that_went_silent(
+    app, client, anon_client, run_worker, fixtures_dir, settings
+):
+    nodes = await _published_cluster(app, client, anon_client, run_worker, fixtures_dir)
+    resp = await client.post("/api/v1/rollouts", json={"cluster": "alpha"})
+    rollout_id = resp.json()["id"]
+    worker = asyncio.create_task(run_worker())
+    for _ in range(100):
+        polled = await anon_client.get("/api/v1/agent/jobs?wait=0.2",
+                                       headers=bearer(nodes[0]["token"]))
+        if polled.status_code == 200:
+            break
+    assert polled.status_code == 200, "the rollout never handed node1 its job"
+    # node1's agent dies mid-install: no heartbeat, no sign of life, for too long.
+    long_ago = datetime.now(UTC) - timedelta(seconds=settings.node_lost_after + 60)
+    async with app.state.sessionmaker() as session:
+        await session.execute(update(Node).where(Node.id == nodes[0]["node"]["id"]).values(
+            last_heartbeat_at=long_ago))
+        await session.commit()
+    await asyncio.wait_for(worker, 60)
+    rollout = (await client.get(f"/api/v1/rollouts/{rollout_id}")).json()
+    assert rollout["status"] == "failed" and "node1 is lost" in rollout["error"], rollout
+    assert [n["status"] for n in rollout["nodes"]] == ["interrupted", "untouched"]
+
+
+async def test_one_agent_per_node(tmp_path):
+    first = Agent("http://127.0.0.1:9", tmp_path)
+    first.lock()
+    try:
+        second = Agent("http://127.0.0.1:9", tmp_path)
+        try:
+            second.lock()
+        except AgentError as exc:
+            assert "another clusterforge-agent runs on this node" in str(exc)
+        else:
+            raise AssertionError("two agents locked one node")
+    finally:
+        first.unlock()
+    second.lock()  # the first one gone, the next may start
+    second.unlock()

@@ -39,12 +39,15 @@ async def test_what_is_no_deb_is_refused_and_nothing_is_stored(client, anon_clie
     # reading it to the end, can tell.
     damaged = bytearray(data)
     damaged[-200:-100] = bytes(100)
+    evil = make_binary_deb(fixtures_dir, "cf-evil", "1.0", source="../../x")
     for files, code in (
         (_parts((good.name, bytes(damaged))), "invalid_deb"),
         (_parts(("notes.deb", b"just text")), "invalid_deb"),
         (_parts((good.name, data[: len(data) // 2])), "invalid_deb"),  # truncated
         (_parts(("../evil.deb", data)), "invalid_file_name"),
         (_parts(("cf-good.tar", data)), "invalid_file_name"),
+        (_parts((good.name, data), (good.name, data)), "invalid_file_name"),  # twice
+        (_parts(("cf-evil.deb", evil.read_bytes())), "invalid_deb"),  # Source: ../..
         (_parts((good.name, data), ("broken.deb", b"!<arch>\n")), "invalid_deb"),
     ):
         resp = await client.post("/api/v1/artifacts", files=files)
@@ -56,6 +59,9 @@ async def test_what_is_no_deb_is_refused_and_nothing_is_stored(client, anon_clie
     resp = await client.post("/api/v1/artifacts", json={"files": []})
     assert resp.status_code == 415
     resp = await client.post("/api/v1/artifacts", files={"other": ("x.deb", data)})
+    assert resp.status_code == 422
+    resp = await client.post("/api/v1/artifacts", data={"files": "not a file"},
+                             files=_parts((good.name, data)))
     assert resp.status_code == 422
     resp = await anon_client.post("/api/v1/artifacts", files=_parts((good.name, data)))
     assert resp.status_code == 401
