@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 from pathlib import Path
 
 import httpx
@@ -35,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     agent = Agent(args.server, args.root, overrides)
 
     async def go() -> None:
+        # SIGTERM (systemctl stop) stops the agent like Ctrl-C: the running command is
+        # stopped with it, never left behind holding dpkg's lock.
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         agent.lock()
         if args.once:
             await agent.start(args.enroll)
@@ -59,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     except httpx.HTTPError as exc:
         print(f"clusterforge-agent: cannot reach {args.server}: {exc}")
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        logging.info("clusterforge-agent stopped")
         return 0
     return 0

@@ -16,6 +16,8 @@ import httpx
 from agent.system import Result, System
 
 OUTPUT_TAIL = 16000
+LOCK_WAIT = 900  # seconds to wait for another dpkg/apt to let go of the database
+APT_LOCK = ("-o", f"DPkg::Lock::Timeout={LOCK_WAIT}")  # and apt waits for it itself
 
 
 class JobFailed(Exception):
@@ -90,19 +92,26 @@ class Installer:
             if hashlib.sha256(data).hexdigest() != f["sha256"]:
                 self._record("files", started, False, f"{f['path']}: sha256 mismatch")
                 raise JobFailed(f"{f['path']} does not match its sha256 in the plan")
-            if self.system.write_atomically(f["path"], data, mode=f.get("mode", 0o644)):
+            if self.system.write_atomically(f["path"], data, mode=int(f.get("mode", "644"), 8)):
                 changed.append(f["path"])
         self._record("files", started, True, f"changed: {', '.join(changed) or 'none'}")
 
     async def packages(self, install: list[str]) -> list[dict[str, Any]]:
+        started = time.monotonic()
+        if not await self.system.wait_for_dpkg(LOCK_WAIT):
+            self._record("dpkg-lock", started, False, f"still locked after {LOCK_WAIT} s")
+            raise JobFailed(f"another dpkg or apt has held the package database for "
+                            f"{LOCK_WAIT} s; see ps on the node")
+        if time.monotonic() - started > 1:
+            self._record("dpkg-lock", started, True, "waited for another dpkg or apt")
         configure = await self._command("dpkg-configure", "dpkg", "--configure", "-a")
         if not configure.ok:
             raise JobFailed("dpkg --configure -a failed (a package was left half-configured)")
-        update = await self._command("apt-update", "apt-get", "update")
+        update = await self._command("apt-update", "apt-get", *APT_LOCK, "update")
         if not update.ok or "\nE: " in update.output or update.output.startswith("E: "):
             raise JobFailed("apt-get update failed")
         result = await self._command(
-            "install", "apt-get", "install", "-y", "--no-install-recommends",
+            "install", "apt-get", *APT_LOCK, "install", "-y", "--no-install-recommends",
             "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold",
             "-o", "Dpkg::Use-Pty=0", *install)
         packages = await self.package_results(install)

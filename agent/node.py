@@ -174,6 +174,11 @@ class Agent:
             await self.heartbeat()
         except Unauthorized:
             await self.reenroll()
+        except Unavailable:
+            raise
+        except AgentError as exc:  # say, a rename the service refuses: still work
+            log.warning("%s", exc)
+        log.info("clusterforge-agent runs as node %s", self.node_id)
 
     async def reenroll(self) -> None:
         if not self.enrollment_token:
@@ -242,6 +247,8 @@ class Agent:
                 continue
             self._report_failures.pop(job_id, None)
             path.unlink()
+            if resp.status_code == 204:
+                log.info("report of job %s sent (%s)", job_id, report.get("status"))
 
     async def _keep_alive(self, http: httpx.AsyncClient, job_id: int) -> None:
         """Tell the service, every ALIVE_EVERY seconds, that this job is still being
@@ -249,9 +256,13 @@ class Agent:
         while True:
             await asyncio.sleep(ALIVE_EVERY)
             try:
-                await http.post(f"{self.server}/api/v1/agent/jobs/{job_id}/alive")
+                resp = await http.post(f"{self.server}/api/v1/agent/jobs/{job_id}/alive")
             except httpx.HTTPError as exc:
                 log.warning("job %s: could not say it is still running: %s", job_id, exc)
+            else:
+                if resp.status_code != 204:
+                    log.warning("job %s: sign of life refused (%s): %s", job_id,
+                                resp.status_code, resp.text[:200])
 
     async def run_once(self, wait: float = 25) -> dict | None:
         """Send any kept report, then take at most one job (waiting up to `wait` s),

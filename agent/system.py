@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -14,6 +15,23 @@ from pathlib import Path
 ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
        "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive",
        "DEBCONF_NONINTERACTIVE_SEEN": "true"}
+
+
+def _free(lock: Path) -> bool:
+    """True when nobody holds this fcntl lock (or it does not exist yet)."""
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    else:
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+        return True
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -48,12 +66,39 @@ class System:
             stderr=asyncio.subprocess.STDOUT, env=ENV, start_new_session=True)
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-        except (TimeoutError, asyncio.CancelledError):
+        except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
             return Result(list(argv), -9, f"{argv[0]} killed after {timeout:.0f} s")
+        except asyncio.CancelledError:
+            # The agent is stopping (SIGTERM): its command must not outlive it, or the
+            # next agent would meet a dpkg holding the lock. dpkg gets a moment to
+            # stop cleanly; what it leaves half-configured, the next run finishes.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(proc.wait()), 10)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+            raise
         return Result(list(argv), proc.returncode or 0, out.decode(errors="replace"))
+
+    async def wait_for_dpkg(self, timeout: float = 900) -> bool:
+        """Wait until no dpkg or apt holds the package database (an unattended upgrade,
+        an administrator, or the orphan of an agent killed mid-install); False after
+        `timeout`. The locks are the fcntl locks dpkg and apt take themselves."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        locks = [self.path(f"var/lib/dpkg/{n}") for n in ("lock-frontend", "lock")]
+        while True:
+            if all(_free(lock) for lock in locks):
+                return True
+            if loop.time() > deadline:
+                return False
+            await asyncio.sleep(2)
 
     def write_atomically(self, inside: str, data: bytes, mode: int = 0o644,
                          keep_mode: bool = True, keep_previous: bool = True) -> bool:

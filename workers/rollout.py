@@ -38,6 +38,7 @@ class RolloutPipeline:
         self.rollout = rollout
         self.nodes: list[dict[str, Any]] = []
         self.plans: dict[str, Plan] = {}
+        self.resumed = False
 
     async def save(self) -> None:
         await self.job.update_row(nodes=[dict(n) for n in self.nodes])
@@ -64,14 +65,16 @@ class RolloutPipeline:
             if row is None or row.status != status:
                 return
             reason = f"the rollout {status}" + (
-                f": {str(row.error).split(';')[0]}" if row.error and status != "cancelled"
-                else "")
+                f": {row.error}" if row.error and status != "cancelled" else "")
             await stop_nodes(session, row.id, [dict(n) for n in row.nodes],
                              clean_text(reason, 500))
             await session.commit()
 
     async def preflight(self) -> None:
-        settings = self.job.settings
+        """Every member registered, online, with a plan. A member that is only stale
+        (a few missed heartbeats: its agent restarting, or the service just restarted
+        and the agents have not reached it yet) is waited for, up to twice the stale
+        threshold, before the rollout gives up; anything else fails at once."""
         async with self.job.sessionmaker() as session:
             # A run resumed after its worker stopped: jobs no agent took are withdrawn
             # (they are made again); a job an agent holds is waited for in install().
@@ -79,6 +82,28 @@ class RolloutPipeline:
                 AgentJob.rollout_id == self.rollout.id, AgentJob.status == "queued")
                 .values(status="cancelled", finished_at=datetime.now(UTC)))
             await session.commit()
+        loop = asyncio.get_running_loop()
+        patience = loop.time() + 2 * self.job.settings.node_stale_after
+        while True:
+            problems, only_stale = await self._check()
+            if not only_stale or loop.time() > patience:
+                break
+            self.job.log.write(f"waiting for {'; '.join(problems)}")
+            await asyncio.sleep(2)
+        await self.save()
+        self.job.log.write(f"preflight of {len(self.nodes)} node(s): "
+                           f"{'; '.join(problems) or 'all ready'}")
+        if problems:
+            untouched = "" if self.resumed else ", no node was touched"
+            raise StepFailed(f"preflight failed{untouched}: " + "; ".join(problems))
+
+    async def _check(self) -> tuple[list[str], bool]:
+        """(problems, whether every problem is a stale node); fills self.nodes."""
+        settings = self.job.settings
+        self.nodes, self.plans = [], {}
+        problems: list[str] = []
+        only_stale = True
+        async with self.job.sessionmaker() as session:
             cluster = await session.scalar(select(Cluster).where(
                 Cluster.name == self.rollout.cluster))
             if cluster is None:
@@ -90,14 +115,15 @@ class RolloutPipeline:
                 select(AgentJob).where(AgentJob.rollout_id == self.rollout.id,
                                        AgentJob.status.in_(RESUMABLE))
                 .order_by(AgentJob.id))).all()}
-            problems = []
+            self.resumed = bool(earlier)
             for member in d.members:
-                entry = {"node": member.node, "nodeid": member.nodeid, "node_id": None,
-                         "status": "pending"}
+                entry: dict[str, Any] = {"node": member.node, "nodeid": member.nodeid,
+                                         "node_id": None, "status": "pending"}
                 self.nodes.append(entry)
                 node = await session.scalar(select(Node).where(Node.hostname == member.node))
                 if node is None:
                     problems.append(f"{member.node} is not registered")
+                    only_stale = False
                     continue
                 entry["node_id"] = node.id
                 if node.id in earlier:
@@ -105,20 +131,18 @@ class RolloutPipeline:
                 status = node_status(node, settings)
                 if status != NodeStatus.online:
                     problems.append(f"{member.node} is {status} (last heartbeat "
-                                    f"{node.last_heartbeat_at:%Y-%m-%d %H:%M:%S} UTC)")
+                                    f"{node.last_heartbeat_at:%Y-%m-%d %H:%M:%S} UTC; "
+                                    f"its events: /api/v1/nodes/{node.id}/events)")
+                    only_stale = only_stale and status == NodeStatus.stale
                 try:
-                    self.plans[member.node] = await plan_for(session, node)
+                    plan = self.plans[member.node] = await plan_for(session, node)
+                    entry["packages"] = plan.install
+                    if plan.warnings:
+                        entry["warnings"] = plan.warnings
                 except ApiError as exc:
                     problems.append(exc.message)
-        for entry in self.nodes:
-            plan = self.plans.get(entry["node"])
-            entry["packages"] = plan.install if plan else []
-        await self.save()
-        self.job.log.write(f"preflight of {len(self.nodes)} node(s): "
-                           f"{'; '.join(problems) or 'all ready'}")
-        if problems:
-            untouched = "" if earlier else ", no node was touched"
-            raise StepFailed(f"preflight failed{untouched}: " + "; ".join(problems))
+                    only_stale = False
+        return problems, only_stale and bool(problems)
 
     async def install(self, entry: dict[str, Any]) -> None:
         plan = self.plans[entry["node"]]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import func, select
 
@@ -33,6 +33,7 @@ from app.schemas.node import (
     NodeOut,
     NodeStatus,
     Registration,
+    Role,
 )
 from app.services import nodes as service
 
@@ -85,7 +86,7 @@ async def register(
 async def list_nodes(
     session: SessionDep, settings: SettingsDep, _: AdminDep,
     status: NodeStatus | None = None,
-    role: Annotated[str | None, Query(max_length=40, pattern=r"^[a-z-]+$")] = None,
+    role: Role | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200, offset: Offset = 0,
 ) -> NodeList:
     """Registered nodes by host name; `status` and `role` filter."""
@@ -118,14 +119,21 @@ async def reset_node(node_id: DbId, session: SessionDep, settings: SettingsDep,
 
 
 @router.post("/nodes/{node_id}/heartbeat", response_model=NodeOut)
-async def heartbeat(node_id: DbId, body: NodeFacts, session: SessionDep,
+async def heartbeat(node_id: DbId, body: NodeFacts, request: Request, session: SessionDep,
                     settings: SettingsDep, token: TokenDep) -> NodeOut:
     """Fresh facts from the node (its own token). A new kernel release is recorded as
     a `kernel_changed` event."""
     if token.kind != TokenKind.node:
         raise ApiError(403, "forbidden", "heartbeats come from the node's own token")
     allow_node(token, node_id)
-    node = await service.heartbeat(session, await service.get_node(session, node_id), body)
+    try:
+        node = await service.heartbeat(session, await service.get_node(session, node_id),
+                                       body)
+    except ApiError as exc:
+        if exc.code == "rename_refused":
+            async with request.app.state.sessionmaker() as events:
+                await service.record_refused_rename(events, node_id, exc)
+        raise
     await session.commit()
     return service.node_out(node, settings)
 

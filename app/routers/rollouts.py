@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -10,8 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app.deps import AdminDep, DbId, Offset, QueueDep, SessionDep
+from app.deps import AdminDep, DbId, Offset, QueueDep, SessionDep, SettingsDep
 from app.errors import ApiError, not_found
+from app.joblog import log_path, read_chunk
 from app.models import Cluster, JobStatus, Rollout
 from app.models.rollout import rollout_job_id
 from app.services.rollouts import stop_nodes
@@ -24,7 +26,7 @@ class RolloutCreate(BaseModel):
 
     cluster: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=15)
     health_command: str | None = Field(
-        None, max_length=2000, pattern=r"^[^\x00]*$",
+        None, min_length=1, max_length=2000, pattern=r"^[^\x00]*$",
         description="Run by the agent (through /bin/sh, in the node's root) after the "
         "install; non-zero stops the rollout.")
     node_timeout: int = Field(1800, ge=10, le=24 * 3600,
@@ -139,3 +141,18 @@ async def cancel_rollout(rollout_id: DbId, session: SessionDep, _: AdminDep) -> 
             break
     raise ApiError(409, "conflict", f"rollout {rollout_id} has already finished "
                    f"({rollout.status})", {"status": rollout.status})
+
+
+@router.get("/{rollout_id}/log", responses={200: {"content": {"text/plain": {}}}})
+async def rollout_log(rollout_id: DbId, session: SessionDep, settings: SettingsDep,
+                      _: AdminDep, offset: Offset = 0) -> Response:
+    """The rollout's log from `offset`, every run of it (a resumed rollout appends):
+    poll with X-Next-Offset; X-Rollout-Status says when it is over."""
+    rollout = await session.get(Rollout, rollout_id)
+    if rollout is None:
+        raise not_found("rollout", rollout_id)
+    path = log_path(settings.resolved_data_dir, "rollouts", rollout.id)
+    data, next_offset = await asyncio.to_thread(read_chunk, path, offset, 1024 * 1024)
+    return Response(data, media_type="text/plain; charset=utf-8",
+                    headers={"X-Next-Offset": str(next_offset),
+                             "X-Rollout-Status": rollout.status})

@@ -110,9 +110,10 @@ async def _hostname_free(session: AsyncSession, facts: NodeFacts, node: Node | N
     if node is not None and node.hostname != facts.hostname:
         member = await cluster_of(session, node.hostname)
         if member is not None:
-            raise ApiError(409, "conflict", f"node {node.id} is member {node.hostname} of "
-                           f"cluster {member[0].name}: take it out of the cluster before "
-                           f"renaming it to {facts.hostname}, then put it back")
+            raise ApiError(409, "rename_refused", f"node {node.id} is member "
+                           f"{node.hostname} of cluster {member[0].name}: take it out of "
+                           f"the cluster before renaming it to {facts.hostname}, then put "
+                           "it back", {"hostname": facts.hostname, "cluster": member[0].name})
 
 
 async def _flush(session: AsyncSession, facts: NodeFacts) -> None:
@@ -220,3 +221,15 @@ async def get_node(session: AsyncSession, node_id: int) -> Node:
     if node is None:
         raise not_found("node", node_id)
     return node
+
+
+async def record_refused_rename(session: AsyncSession, node_id: int, error: ApiError) -> None:
+    """A refused rename fails the heartbeat (the node goes stale); the event says why,
+    once per new name rather than every 10 s."""
+    last = await session.scalar(select(NodeEvent).where(NodeEvent.node_id == node_id)
+                                .order_by(NodeEvent.id.desc()).limit(1))
+    if last is not None and last.kind == "rename_refused" and last.data == error.details:
+        return
+    session.add(NodeEvent(node_id=node_id, kind="rename_refused", message=error.message,
+                          data=error.details))
+    await session.commit()

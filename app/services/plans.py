@@ -35,7 +35,8 @@ class PlannedFile(BaseModel):
     content: str = Field(description="The file itself (UTF-8 text), as rendered for "
                          "this plan: a rollout installs exactly what it preflighted, "
                          "even if the cluster changes meanwhile.")
-    mode: int = Field(0o644, description="Permissions of a new file; an existing one "
+    mode: str = Field("0644", pattern=r"^0[0-7]{3}$",
+                      description="Permissions (octal) of a new file; an existing one "
                       "keeps its own, only ever narrowed to these (cluster.conf holds "
                       "fence passwords: 0640).")
 
@@ -108,11 +109,12 @@ async def plan_for(session: AsyncSession, node: Node) -> Plan:
         if member in (None, node.hostname):
             name = path.rsplit("/", 1)[1]
             url = (f"/api/v1/clusters/{cluster.name}/config/{name}" if member is None else
-                   f"/api/v1/clusters/{cluster.name}/config/default/{name}")
+                   f"/api/v1/clusters/{cluster.name}/config/default/{name}"
+                   f"?node={node.hostname}")
             files.append(PlannedFile(path=path, sha256=hashlib.sha256(data).hexdigest(),
                                      url=url, content=data.decode(),
-                                     mode=0o640 if path == MAIN_FILES["cluster.conf"]
-                                     else 0o644))
+                                     mode="0640" if path == MAIN_FILES["cluster.conf"]
+                                     else "0644"))
     return Plan(node=node.hostname, cluster=cluster.name, config_version=cluster.config_version,
                 repository=d.repository, suite=d.suite, publication_id=current,
                 apt=AptSource(name=repo.name, url=f"/apt/{repo.name}", suite=d.suite,

@@ -492,3 +492,30 @@ async def test_one_agent_per_node(tmp_path):
         first.unlock()
     second.lock()  # the first one gone, the next may start
     second.unlock()
+
+
+async def test_preflight_waits_for_a_node_that_is_only_stale(
+    app, client, anon_client, run_worker, fixtures_dir
+):
+    """Right after the service restarted, agents have not reached it yet and their
+    nodes look stale: the rollout waits for their heartbeats instead of failing."""
+    nodes = await _published_cluster(app, client, anon_client, run_worker, fixtures_dir)
+    async with app.state.sessionmaker() as session:
+        await session.execute(update(Node).where(Node.id == nodes[0]["node"]["id"]).values(
+            last_heartbeat_at=datetime.now(UTC) - timedelta(seconds=60)))
+        await session.commit()
+    resp = await client.post("/api/v1/rollouts", json={"cluster": "alpha"})
+    rollout_id = resp.json()["id"]
+    worker = asyncio.create_task(run_worker())
+    await asyncio.sleep(1.5)
+    assert (await client.get(f"/api/v1/rollouts/{rollout_id}")).json()["step"] == "preflight"
+    beat = await anon_client.post(f"/api/v1/nodes/{nodes[0]['node']['id']}/heartbeat",
+                                  headers=bearer(nodes[0]["token"]), json=facts(1))
+    assert beat.status_code == 200
+    await asyncio.wait_for(_act_as_agents(anon_client, nodes, worker), 60)
+    await worker
+    rollout = (await client.get(f"/api/v1/rollouts/{rollout_id}")).json()
+    assert rollout["status"] == "succeeded", rollout
+    log = await client.get(f"/api/v1/rollouts/{rollout_id}/log")
+    assert log.status_code == 200 and "waiting for node1 is stale" in log.text
+    assert log.headers["X-Rollout-Status"] == "succeeded"

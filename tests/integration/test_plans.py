@@ -135,7 +135,7 @@ async def test_plans_carry_their_files_and_node_tokens_read_their_clusters_repos
     assert one["apt"]["read_protected"] is False
     assert one["apt"]["architectures"] == ["amd64"] and one["warnings"] == []
     modes = {f["path"]: f["mode"] for f in one["files"]}
-    assert modes["/etc/cluster/cluster.conf"] == 0o640  # fence passwords
+    assert modes["/etc/cluster/cluster.conf"] == "0640"  # fence passwords
     resp = await client.patch("/api/v1/repositories/cluster", json={"read_protected": True})
     assert resp.status_code == 200, resp.text
     assert (await _plan(anon_client, nodes["node1"]))[1]["apt"]["read_protected"] is True
@@ -160,3 +160,9 @@ async def test_plans_carry_their_files_and_node_tokens_read_their_clusters_repos
     resp = await anon_client.post(f"/api/v1/nodes/{nodes['node1']['node']['id']}/heartbeat",
                                   headers=bearer(member), json=facts(1, hostname="node1x"))
     assert resp.status_code == 409 and "take it out of the cluster" in resp.text, resp.text
+    await anon_client.post(f"/api/v1/nodes/{nodes['node1']['node']['id']}/heartbeat",
+                           headers=bearer(member), json=facts(1, hostname="node1x"))
+    events = (await client.get(f"/api/v1/nodes/{nodes['node1']['node']['id']}/events"
+                               "?kind=rename_refused")).json()
+    assert events["total"] == 1 and events["items"][0]["data"]["hostname"] == "node1x"
+    assert (await client.get("/api/v1/nodes?role=bogus")).status_code == 422

@@ -42,3 +42,53 @@ def test_a_managed_file_is_narrowed_to_the_plans_mode_never_widened(tmp_path: Pa
                                  keep_mode=False, keep_previous=False)
     assert auth.stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in auth.parent.iterdir()) == ["x.conf"]
+
+
+async def test_the_agent_waits_for_a_dpkg_that_holds_the_lock(tmp_path: Path) -> None:
+    """An orphaned dpkg (its agent killed mid-install), an unattended upgrade: the
+    next install waits for the lock instead of failing on it."""
+    import asyncio
+    import sys
+    import time
+
+    lock = tmp_path / "var/lib/dpkg/lock-frontend"
+    lock.parent.mkdir(parents=True)
+    lock.touch()
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'r+'); "
+        "fcntl.lockf(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(5)",
+        str(lock), stdout=asyncio.subprocess.PIPE)
+    assert (await holder.stdout.readline()).strip() == b"held"
+    node = System(tmp_path)
+    assert not await node.wait_for_dpkg(timeout=0.5)
+    started = time.monotonic()
+    assert await node.wait_for_dpkg(timeout=30)
+    assert time.monotonic() - started > 0.5  # it did wait for the holder to finish
+    await holder.wait()
+
+
+async def test_a_stopping_agent_stops_its_command_too(tmp_path: Path) -> None:
+    import asyncio
+    import os
+
+    node = System(Path("/"))
+    pidfile = tmp_path / "pid"
+    task = asyncio.create_task(node.run("/bin/sh", "-c", f"echo $$ > {pidfile}; exec sleep 60"))
+    for _ in range(100):
+        if pidfile.is_file() and pidfile.read_text().strip():
+            break
+        await asyncio.sleep(0.05)
+    pid = int(pidfile.read_text())
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    else:
+        raise AssertionError("a cancelled command must not report as if it had run")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        pass
+    else:
+        raise AssertionError(f"the command {pid} outlived the stopping agent")
