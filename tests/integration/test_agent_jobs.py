@@ -308,20 +308,27 @@ async def test_a_rollout_resumed_after_its_worker_stopped_installs_no_node_twice
     assert stale not in taken and held not in taken and len(taken) == 1
 
 
+async def _start_until_node1_has_its_job(client, anon, run_worker, nodes: list[dict]):
+    """Start a rollout of alpha with a real worker; return once node1's agent (this
+    test) has taken its job: (rollout id, the worker task, the poll's answer)."""
+    resp = await client.post("/api/v1/rollouts", json={"cluster": "alpha"})
+    rollout_id = resp.json()["id"]
+    worker = asyncio.create_task(run_worker())
+    for _ in range(100):
+        polled = await anon.get("/api/v1/agent/jobs?wait=0.2",
+                                headers=bearer(nodes[0]["token"]))
+        if polled.status_code == 200:
+            return rollout_id, worker, polled
+    raise AssertionError("the rollout never handed node1 its job")
+
+
 async def test_cancelling_a_running_rollout_settles_every_node(
     app, client, anon_client, run_worker, fixtures_dir
 ):
     nodes = await _published_cluster(app, client, anon_client, run_worker, fixtures_dir)
-    resp = await client.post("/api/v1/rollouts", json={"cluster": "alpha"})
-    rollout_id = resp.json()["id"]
-    worker = asyncio.create_task(run_worker())
     # node1's agent takes its job and keeps installing; the admin cancels meanwhile.
-    for _ in range(60):
-        polled = await anon_client.get("/api/v1/agent/jobs?wait=1",
-                                       headers=bearer(nodes[0]["token"]))
-        if polled.status_code == 200:
-            break
-    assert polled.status_code == 200, "the rollout never handed node1 its job"
+    rollout_id, worker, polled = await _start_until_node1_has_its_job(
+        client, anon_client, run_worker, nodes)
     resp = await client.post(f"/api/v1/rollouts/{rollout_id}/cancel")
     assert resp.status_code == 202, resp.text
     await worker
@@ -456,15 +463,8 @@ async def test_a_rollout_stops_waiting_for_a_node_that_went_silent(
     app, client, anon_client, run_worker, fixtures_dir, settings
 ):
     nodes = await _published_cluster(app, client, anon_client, run_worker, fixtures_dir)
-    resp = await client.post("/api/v1/rollouts", json={"cluster": "alpha"})
-    rollout_id = resp.json()["id"]
-    worker = asyncio.create_task(run_worker())
-    for _ in range(100):
-        polled = await anon_client.get("/api/v1/agent/jobs?wait=0.2",
-                                       headers=bearer(nodes[0]["token"]))
-        if polled.status_code == 200:
-            break
-    assert polled.status_code == 200, "the rollout never handed node1 its job"
+    rollout_id, worker, _ = await _start_until_node1_has_its_job(
+        client, anon_client, run_worker, nodes)
     # node1's agent dies mid-install: no heartbeat, no sign of life, for too long.
     long_ago = datetime.now(UTC) - timedelta(seconds=settings.node_lost_after + 60)
     async with app.state.sessionmaker() as session:
