@@ -106,6 +106,16 @@ async def get_node(node_id: DbId, session: SessionDep, settings: SettingsDep,
     return service.node_out(await service.get_node(session, node_id), settings)
 
 
+@router.delete("/nodes/{node_id}", status_code=204)
+async def delete_node(node_id: DbId, session: SessionDep, _: AdminDep) -> Response:
+    """Decommission a node: it, its token, its events and jobs are removed (409 while a
+    cluster lists it). Its machine may register again later, as a new node. Files and
+    packages on the machine stay as they are."""
+    await service.delete_node(session, await service.get_node(session, node_id))
+    await session.commit()
+    return Response(status_code=204)
+
+
 @router.post("/nodes/{node_id}/reset", response_model=NodeOut)
 async def reset_node(node_id: DbId, session: SessionDep, settings: SettingsDep,
                      admin: AdminDep) -> NodeOut:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import find_token, hash_token, new_token
 from app.errors import ApiError, not_found
-from app.models import ApiToken, Node, NodeEvent, TokenKind
+from app.models import AgentJob, ApiToken, Node, NodeEvent, TokenKind
 from app.schemas.node import NodeFacts, NodeOut, NodeStatus
 from app.services.clusters import cluster_of
 from app.settings import Settings
@@ -233,3 +233,19 @@ async def record_refused_rename(session: AsyncSession, node_id: int, error: ApiE
     session.add(NodeEvent(node_id=node_id, kind="rename_refused", message=error.message,
                           data=error.details))
     await session.commit()
+
+
+async def delete_node(session: AsyncSession, node: Node) -> None:
+    """Decommission: the node, its tokens, events and finished jobs go; its machine may
+    register afresh later. A cluster member is refused: its cluster would list a node
+    that no longer exists."""
+    member = await cluster_of(session, node.hostname)
+    if member is not None:
+        raise ApiError(409, "conflict", f"node {node.id} is member {node.hostname} of "
+                       f"cluster {member[0].name}: take it out of the cluster first")
+    await session.execute(delete(AgentJob).where(AgentJob.node_id == node.id))
+    await session.execute(delete(NodeEvent).where(NodeEvent.node_id == node.id))
+    await session.execute(delete(ApiToken).where(ApiToken.node_id == node.id,
+                                                 ApiToken.kind == TokenKind.node))
+    await session.delete(node)
+    await session.flush()

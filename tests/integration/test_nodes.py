@@ -211,3 +211,28 @@ async def test_a_node_cannot_take_another_nodes_host_name(client, anon_client):
     # NUL in an enrollment token's name is a 422, not a database error.
     resp = await client.post("/api/v1/enrollment-tokens", json={"name": "a\u0000b"})
     assert resp.status_code == 422
+
+
+async def test_a_decommissioned_node_is_gone_and_its_machine_may_register_again(
+    client, anon_client
+):
+    token = await enrollment(client, max_uses=3)
+    _, one = await register(anon_client, token, facts(1))
+    _, two = await register(anon_client, token, facts(2))
+    resp = await client.post("/api/v1/clusters", json={
+        "name": "alpha", "lock_manager": "dlm", "members": [{"node": "node2", "nodeid": 1}]})
+    assert resp.status_code == 201, resp.text
+    # A cluster member is refused: its cluster would list a node that is gone.
+    resp = await client.delete(f"/api/v1/nodes/{two['node']['id']}")
+    assert resp.status_code == 409 and "cluster alpha" in resp.text
+    node_id = one["node"]["id"]
+    assert (await anon_client.delete(f"/api/v1/nodes/{node_id}",
+                                     headers=bearer(one["token"]))).status_code == 403
+    assert (await client.delete(f"/api/v1/nodes/{node_id}")).status_code == 204
+    assert (await client.get(f"/api/v1/nodes/{node_id}")).status_code == 404
+    assert (await client.delete(f"/api/v1/nodes/{node_id}")).status_code == 404
+    assert (await anon_client.get("/api/v1/agent/jobs?wait=0",
+                                  headers=bearer(one["token"]))).status_code == 401
+    status, again = await register(anon_client, token, facts(1))
+    assert status == 201 and again["node"]["id"] != node_id
+    assert (await client.get("/api/v1/nodes")).json()["total"] == 2
