@@ -7,6 +7,7 @@ without it), and half-configured packages are finished first (dpkg --configure -
 from __future__ import annotations
 
 import hashlib
+import re
 import shlex
 import time
 from typing import Any
@@ -18,6 +19,8 @@ from agent.system import Result, System
 OUTPUT_TAIL = 16000
 LOCK_WAIT = 900  # seconds to wait for another dpkg/apt to let go of the database
 APT_LOCK = ("-o", f"DPkg::Lock::Timeout={LOCK_WAIT}")  # and apt waits for it itself
+LOCKED = re.compile(r"Could not get lock|dpkg frontend lock was locked|"
+                    r"dpkg status database is locked")
 
 
 class JobFailed(Exception):
@@ -40,8 +43,16 @@ class Installer:
                            "message": message})
 
     async def _command(self, name: str, *argv: str, timeout: float = 1800) -> Result:
+        """A command as a named step. One that lost the race for dpkg's or apt's lock
+        (taken between our wait and its start) waits for it and runs again."""
         started = time.monotonic()
         result = await self.system.run(*argv, timeout=timeout)
+        for _ in range(3):
+            if result.ok or not LOCKED.search(result.output):
+                break
+            self.output.append(f"$ {shlex.join(argv)}\n{result.output}")
+            await self.system.wait_for_dpkg(LOCK_WAIT)
+            result = await self.system.run(*argv, timeout=timeout)
         self.output.append(f"$ {shlex.join(argv)}\n{result.output}")
         self._record(name, started, result.ok,
                      "" if result.ok else f"exit status {result.returncode}")
@@ -92,7 +103,9 @@ class Installer:
             if hashlib.sha256(data).hexdigest() != f["sha256"]:
                 self._record("files", started, False, f"{f['path']}: sha256 mismatch")
                 raise JobFailed(f"{f['path']} does not match its sha256 in the plan")
-            if self.system.write_atomically(f["path"], data, mode=int(f.get("mode", "644"), 8)):
+            mode = f.get("mode", "0644")  # "0640"; an older service sent an int
+            mode = mode if isinstance(mode, int) else int(mode, 8)
+            if self.system.write_atomically(f["path"], data, mode=mode):
                 changed.append(f["path"])
         self._record("files", started, True, f"changed: {', '.join(changed) or 'none'}")
 

@@ -8,7 +8,6 @@ result; the report goes out on the next start or poll."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import json
 import logging
@@ -49,9 +48,28 @@ class Unavailable(AgentError):
     """The service (or a proxy before it) answered 5xx: try again later."""
 
 
+class NotThisNode(AgentError):
+    """The service refuses the heartbeat for a reason other than those below (another
+    machine's id, another node's host name): a cloned machine, a restored backup. The
+    agent stops rather than take the jobs (and files) of a node it may not be."""
+
+
+class RenameRefused(AgentError):
+    """The node's new host name is refused while a cluster lists the old one: the agent
+    keeps working under the old name until an administrator sorts it out."""
+
+
 def _refused(what: str, resp: httpx.Response) -> AgentError:
+    """The error for a refused request; its class says what the agent may do next.
+    Any refusal not named here (another machine's id or host name, a 403) stops the
+    agent: it must never take the jobs of a node it may not be."""
+    try:
+        code = resp.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        code = None
     kind = (Unauthorized if resp.status_code == 401 else
-            Unavailable if resp.status_code >= 500 else AgentError)
+            Unavailable if resp.status_code >= 500 else
+            RenameRefused if code == "rename_refused" else AgentError)
     return kind(f"{what} refused ({resp.status_code}): {resp.text[:500]}")
 
 
@@ -174,9 +192,7 @@ class Agent:
             await self.heartbeat()
         except Unauthorized:
             await self.reenroll()
-        except Unavailable:
-            raise
-        except AgentError as exc:  # say, a rename the service refuses: still work
+        except RenameRefused as exc:  # still this node, under its old name: work on
             log.warning("%s", exc)
         log.info("clusterforge-agent runs as node %s", self.node_id)
 
@@ -199,7 +215,8 @@ class Agent:
             resp = await http.post(f"{self.server}/api/v1/nodes/{self.node_id}/heartbeat",
                                    json=facts)
         if resp.status_code != 200:
-            raise _refused("heartbeat", resp)
+            error = _refused("heartbeat", resp)
+            raise NotThisNode(str(error)) if type(error) is AgentError else error
         if self._roles_changed:
             self._save()  # roles given on this start are remembered
             self._roles_changed = False
@@ -288,8 +305,7 @@ class Agent:
                               "message": f"unknown job kind {job['kind']}"}
             finally:
                 alive.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await alive
+                await asyncio.wait([alive])  # never swallows this task's own cancel
             _write_private(self.reports_dir / f"{int(job['id'])}.json", report)
             await self.send_reports(http)
             return report
@@ -306,9 +322,7 @@ class Agent:
                     last = time.monotonic()
                     try:
                         await self.heartbeat()
-                    except (Unauthorized, Unavailable):
-                        raise
-                    except AgentError as exc:
+                    except RenameRefused as exc:
                         log.warning("%s", exc)
                 await self.run_once(wait=heartbeat_every)
             except Unauthorized as exc:
@@ -318,6 +332,11 @@ class Agent:
                 except (httpx.HTTPError, AgentError) as again:
                     log.warning("%s; retrying in %.0f s", again, heartbeat_every)
                     await asyncio.sleep(heartbeat_every)
-            except (httpx.HTTPError, AgentError, OSError, ValueError) as exc:
+            except (httpx.HTTPError, Unavailable, OSError, ValueError) as exc:
+                log.warning("%s; retrying in %.0f s", exc, heartbeat_every)
+                await asyncio.sleep(heartbeat_every)
+            except NotThisNode:
+                raise
+            except AgentError as exc:
                 log.warning("%s; retrying in %.0f s", exc, heartbeat_every)
                 await asyncio.sleep(heartbeat_every)

@@ -17,6 +17,11 @@ ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
        "DEBCONF_NONINTERACTIVE_SEEN": "true"}
 
 
+# dpkg's own locks and apt's (apt-daily and unattended-upgrades take the latter).
+DPKG_AND_APT_LOCKS = ("var/lib/dpkg/lock-frontend", "var/lib/dpkg/lock",
+                      "var/lib/apt/lists/lock", "var/cache/apt/archives/lock")
+
+
 def _free(lock: Path) -> bool:
     """True when nobody holds this fcntl lock (or it does not exist yet)."""
     try:
@@ -46,8 +51,9 @@ class Result:
 
 
 class System:
-    def __init__(self, root: Path = Path("/")) -> None:
+    def __init__(self, root: Path = Path("/"), stop_grace: float = 10) -> None:
         self.root = root
+        self.stop_grace = stop_grace  # seconds a command gets to stop on SIGTERM
 
     @property
     def chrooted(self) -> bool:
@@ -78,11 +84,13 @@ class System:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
             try:
-                await asyncio.wait_for(asyncio.shield(proc.wait()), 10)
+                await asyncio.wait_for(asyncio.shield(proc.wait()), self.stop_grace)
             except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+                pass
+            finally:  # also when a second signal cuts the grace short
+                if proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
             raise
         return Result(list(argv), proc.returncode or 0, out.decode(errors="replace"))
 
@@ -92,7 +100,7 @@ class System:
         `timeout`. The locks are the fcntl locks dpkg and apt take themselves."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        locks = [self.path(f"var/lib/dpkg/{n}") for n in ("lock-frontend", "lock")]
+        locks = [self.path(p) for p in DPKG_AND_APT_LOCKS]
         while True:
             if all(_free(lock) for lock in locks):
                 return True

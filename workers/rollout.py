@@ -14,7 +14,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.cluster.definition import ClusterDefinition
 from app.errors import ApiError
-from app.models import AgentJob, Cluster, Node, Rollout
+from app.models import AgentJob, Cluster, Node, NodeEvent, Rollout
 from app.schemas.node import NodeStatus
 from app.services.nodes import node_status
 from app.services.plans import Plan, plan_for
@@ -84,11 +84,15 @@ class RolloutPipeline:
             await session.commit()
         loop = asyncio.get_running_loop()
         patience = loop.time() + 2 * self.job.settings.node_stale_after
+        logged = None
         while True:
             problems, only_stale = await self._check()
             if not only_stale or loop.time() > patience:
                 break
-            self.job.log.write(f"waiting for {'; '.join(problems)}")
+            if problems != logged:  # a line when something changes, not every 2 s
+                await self.save()  # a cancel meanwhile finds the nodes to settle
+                self.job.log.write(f"waiting for {'; '.join(problems)}")
+                logged = problems
             await asyncio.sleep(2)
         await self.save()
         self.job.log.write(f"preflight of {len(self.nodes)} node(s): "
@@ -118,7 +122,8 @@ class RolloutPipeline:
             self.resumed = bool(earlier)
             for member in d.members:
                 entry: dict[str, Any] = {"node": member.node, "nodeid": member.nodeid,
-                                         "node_id": None, "status": "pending"}
+                                         "node_id": None, "status": "pending",
+                                         "packages": []}
                 self.nodes.append(entry)
                 node = await session.scalar(select(Node).where(Node.hostname == member.node))
                 if node is None:
@@ -130,10 +135,13 @@ class RolloutPipeline:
                     entry.update(status="running", agent_job_id=earlier[node.id].id)
                 status = node_status(node, settings)
                 if status != NodeStatus.online:
-                    problems.append(f"{member.node} is {status} (last heartbeat "
-                                    f"{node.last_heartbeat_at:%Y-%m-%d %H:%M:%S} UTC; "
-                                    f"its events: /api/v1/nodes/{node.id}/events)")
-                    only_stale = only_stale and status == NodeStatus.stale
+                    refused = await _refused_rename(session, node)
+                    problems.append(refused or (
+                        f"{member.node} is {status} (last heartbeat "
+                        f"{node.last_heartbeat_at:%Y-%m-%d %H:%M:%S} UTC; its events: "
+                        f"/api/v1/nodes/{node.id}/events)"))
+                    # A known cause is not waited out.
+                    only_stale = only_stale and status == NodeStatus.stale and not refused
                 try:
                     plan = self.plans[member.node] = await plan_for(session, node)
                     entry["packages"] = plan.install
@@ -195,6 +203,17 @@ class RolloutPipeline:
                              "rollout stopped, the remaining nodes are untouched")
 
 
+async def _refused_rename(session, node: Node) -> str | None:
+    """Why a node is silent, when it is known: its heartbeats carry a new host name the
+    service refuses while a cluster lists the old one."""
+    last = await session.scalar(select(NodeEvent).where(NodeEvent.node_id == node.id)
+                                .order_by(NodeEvent.id.desc()).limit(1))
+    if last is None or last.kind != "rename_refused" or (
+            node.last_heartbeat_at and last.created_at <= node.last_heartbeat_at):
+        return None  # heartbeats were accepted since: not why it is silent now
+    return f"{node.hostname} wants to be renamed: {last.message}"
+
+
 async def run_rollout(ctx: WorkerContext, rollout_id: int) -> str:
     """arq entry point: only the id travels through Redis."""
     try:
@@ -205,8 +224,9 @@ async def run_rollout(ctx: WorkerContext, rollout_id: int) -> str:
     if rollout is None:
         return "skipped: no such rollout"
     members = len((await _members(ctx, rollout.cluster)) or [1])
+    preflight = 2 * ctx["settings"].node_stale_after  # waiting for stale members
     job = Job(ctx, rollout_id, model=Rollout, kind="rollouts",
-              deadline=rollout.node_timeout * members + 300)
+              deadline=rollout.node_timeout * members + preflight + 300)
     return await job.execute(RolloutPipeline(job, rollout))
 
 

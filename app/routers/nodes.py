@@ -5,11 +5,13 @@ a node token reads and reports only for its own node."""
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.deps import (
     AdminDep,
@@ -38,6 +40,7 @@ from app.schemas.node import (
 from app.services import nodes as service
 
 router = APIRouter(tags=["nodes"])
+log = logging.getLogger(__name__)
 _bearer = HTTPBearer(auto_error=False, description="An enrollment token (cfe_...)")
 
 
@@ -141,8 +144,12 @@ async def heartbeat(node_id: DbId, body: NodeFacts, request: Request, session: S
                                        body)
     except ApiError as exc:
         if exc.code == "rename_refused":
-            async with request.app.state.sessionmaker() as events:
-                await service.record_refused_rename(events, node_id, exc)
+            try:
+                async with request.app.state.sessionmaker() as events:
+                    await service.record_refused_rename(events, node_id, exc)
+            except SQLAlchemyError as db_error:  # the 409 still says why
+                log.warning("could not record the refused rename of node %s: %s",
+                            node_id, db_error)
         raise
     await session.commit()
     return service.node_out(node, settings)

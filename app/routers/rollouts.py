@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -143,7 +144,7 @@ async def cancel_rollout(rollout_id: DbId, session: SessionDep, _: AdminDep) -> 
                    f"({rollout.status})", {"status": rollout.status})
 
 
-@router.get("/{rollout_id}/log", responses={200: {"content": {"text/plain": {}}}})
+@router.get("/{rollout_id}/log", response_class=PlainTextResponse)
 async def rollout_log(rollout_id: DbId, session: SessionDep, settings: SettingsDep,
                       _: AdminDep, offset: Offset = 0) -> Response:
     """The rollout's log from `offset`, every run of it (a resumed rollout appends):

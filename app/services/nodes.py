@@ -228,8 +228,10 @@ async def record_refused_rename(session: AsyncSession, node_id: int, error: ApiE
     once per new name rather than every 10 s."""
     last = await session.scalar(select(NodeEvent).where(NodeEvent.node_id == node_id)
                                 .order_by(NodeEvent.id.desc()).limit(1))
-    if last is not None and last.kind == "rename_refused" and last.data == error.details:
-        return
+    beat = await session.scalar(select(Node.last_heartbeat_at).where(Node.id == node_id))
+    if last is not None and last.kind == "rename_refused" and last.data == error.details \
+            and (beat is None or last.created_at > beat):
+        return  # said already, and no heartbeat was accepted since
     session.add(NodeEvent(node_id=node_id, kind="rename_refused", message=error.message,
                           data=error.details))
     await session.commit()

@@ -507,7 +507,11 @@ async def test_preflight_waits_for_a_node_that_is_only_stale(
     resp = await client.post("/api/v1/rollouts", json={"cluster": "alpha"})
     rollout_id = resp.json()["id"]
     worker = asyncio.create_task(run_worker())
-    await asyncio.sleep(1.5)
+    for _ in range(100):  # the worker says it waits for node1
+        log = await client.get(f"/api/v1/rollouts/{rollout_id}/log")
+        if "waiting for node1 is stale" in log.text:
+            break
+        await asyncio.sleep(0.1)
     assert (await client.get(f"/api/v1/rollouts/{rollout_id}")).json()["step"] == "preflight"
     beat = await anon_client.post(f"/api/v1/nodes/{nodes[0]['node']['id']}/heartbeat",
                                   headers=bearer(nodes[0]["token"]), json=facts(1))
@@ -519,3 +523,36 @@ async def test_preflight_waits_for_a_node_that_is_only_stale(
     log = await client.get(f"/api/v1/rollouts/{rollout_id}/log")
     assert log.status_code == 200 and "waiting for node1 is stale" in log.text
     assert log.headers["X-Rollout-Status"] == "succeeded"
+
+
+
+async def test_a_refused_rename_fails_preflight_at_once_and_a_clone_stops_its_agent(
+    app, client, anon_client, run_worker, fixtures_dir, live_server, chroot, tmp_path
+):
+    nodes = await _published_cluster(app, client, anon_client, run_worker, fixtures_dir)
+    me = bearer(nodes[0]["token"])
+    resp = await anon_client.post(f"/api/v1/nodes/{nodes[0]['node']['id']}/heartbeat",
+                                  headers=me, json=facts(1, hostname="node1-new"))
+    assert resp.status_code == 409 and resp.json()["error"]["code"] == "rename_refused"
+    async with app.state.sessionmaker() as session:  # its heartbeats have been refused
+        await session.execute(update(Node).where(Node.id == nodes[0]["node"]["id"]).values(
+            last_heartbeat_at=datetime.now(UTC) - timedelta(seconds=60)))
+        await session.commit()
+    resp = await client.post("/api/v1/rollouts", json={"cluster": "alpha"})
+    await asyncio.wait_for(run_worker(), 20)  # no waiting out a known cause
+    rollout = (await client.get(resp.headers["Location"])).json()
+    assert rollout["status"] == "failed", rollout
+    assert "node1 wants to be renamed" in rollout["error"]
+    # A machine that is not node2 (a clone with node2's state file) stops its agent
+    # instead of taking node2's jobs.
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"node_id": nodes[1]["node"]["id"],
+                                 "token": nodes[1]["token"]}))
+    clone = Agent(live_server, chroot.dest,
+                  Overrides(hostname="node2", machine_id="f" * 32), state=state)
+    try:
+        await asyncio.wait_for(clone.run_forever(heartbeat_every=0.1), 30)
+    except AgentError as exc:
+        assert "is not the machine id of node" in str(exc)
+    else:
+        raise AssertionError("run_forever returned")

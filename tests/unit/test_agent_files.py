@@ -92,3 +92,49 @@ async def test_a_stopping_agent_stops_its_command_too(tmp_path: Path) -> None:
         pass
     else:
         raise AssertionError(f"the command {pid} outlived the stopping agent")
+
+
+async def test_a_command_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
+    import asyncio
+    import os
+
+    node = System(Path("/"), stop_grace=0.5)
+    pidfile = tmp_path / "pid"
+    task = asyncio.create_task(node.run(
+        "/bin/sh", "-c", f"trap '' TERM; echo $$ > {pidfile}; while :; do sleep 1; done"))
+    for _ in range(100):
+        if pidfile.is_file() and pidfile.read_text().strip():
+            break
+        await asyncio.sleep(0.05)
+    pid = int(pidfile.read_text())
+    task.cancel()
+    await asyncio.sleep(0.1)
+    task.cancel()  # a second SIGTERM during the grace: the command still goes
+    await asyncio.wait([task])
+    assert task.cancelled()
+    await asyncio.sleep(0.2)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        pass
+    else:
+        os.kill(pid, 9)
+        raise AssertionError(f"the command {pid} outlived the stopping agent")
+
+
+async def test_planned_files_get_the_plans_mode_from_an_old_or_new_service(
+    tmp_path: Path
+) -> None:
+    import hashlib
+
+    from agent.installer import Installer
+
+    def planned(path: str, mode) -> dict:
+        return {"path": path, "url": "/unused", "content": "x\n", "mode": mode,
+                "sha256": hashlib.sha256(b"x\n").hexdigest()}
+
+    installer = Installer(System(tmp_path), http=None, server="http://unused")
+    await installer.files([planned("/etc/cluster/cluster.conf", "0640"),
+                           planned("/etc/default/cman", 0o644)])  # an older service's int
+    assert (tmp_path / "etc/cluster/cluster.conf").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "etc/default/cman").stat().st_mode & 0o777 == 0o644
