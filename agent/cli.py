@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -17,8 +18,10 @@ from agent.node import Agent, AgentError, Unavailable
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="clusterforge-agent", description=__doc__)
     p.add_argument("--server", required=True, help="e.g. http://clusterforge.example:8000")
-    p.add_argument("--enroll", help="an enrollment token (cfe_...): register when not "
-                   "registered yet (or after an admin reset the node)")
+    p.add_argument("--enroll", default=os.environ.get("CLUSTERFORGE_ENROLLMENT_TOKEN"),
+                   help="an enrollment token (cfe_...): register when not registered "
+                   "yet (or after an admin reset the node); default: "
+                   "$CLUSTERFORGE_ENROLLMENT_TOKEN, which keeps it out of ps")
     p.add_argument("--root", type=Path, default=Path("/"),
                    help="act on this directory as the node's root (a chroot)")
     p.add_argument("--roles", default="", help="comma-separated: cluster-member, "

@@ -556,3 +556,23 @@ async def test_a_refused_rename_fails_preflight_at_once_and_a_clone_stops_its_ag
         assert "is not the machine id of node" in str(exc)
     else:
         raise AssertionError("run_forever returned")
+
+
+async def test_the_agent_command_enrols_from_its_environment(client, live_server, chroot):
+    """`clusterforge-agent --once` as a node runs it: the enrollment token from the
+    environment (out of ps), one heartbeat, at most one job."""
+    import os
+    import sys
+
+    token = await enrollment(client)
+    env = {**os.environ, "CLUSTERFORGE_ENROLLMENT_TOKEN": token}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent", "--server", live_server, "--root", str(chroot.dest),
+        "--hostname", "node7", "--machine-id", f"{7:032x}", "--roles", "cluster-member",
+        "--once", "--heartbeat", "0.5", env=env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out.decode()
+    assert out.decode().strip().endswith("no job")
+    listed = (await client.get("/api/v1/nodes")).json()["items"]
+    assert [(n["hostname"], n["roles"]) for n in listed] == [("node7", ["cluster-member"])]
