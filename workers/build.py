@@ -10,9 +10,8 @@ import shutil
 import socket
 from pathlib import Path
 
-from arq import Retry
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError
 
 from app.blobs import BlobStore
 from app.debian.apt_sources import AptConfigError, PrivateApt, SourceNotFound
@@ -27,7 +26,7 @@ from app.models.build import BuildOrigin
 from app.proc import CommandTimeout, run
 from app.services.patch_library import SeriesNotFound, load_series
 from workers.context import WorkerContext
-from workers.job import Job, StepFailed
+from workers.job import Job, StepFailed, read_or_retry
 
 OUTPUT_KINDS = {
     ".deb": ArtifactKind.deb, ".udeb": ArtifactKind.udeb, ".ddeb": ArtifactKind.ddeb,
@@ -331,13 +330,7 @@ def _unmet(output: str) -> str:
 async def run_build(ctx: WorkerContext, build_id: int) -> str:
     """arq entry point: only the id travels through Redis."""
     job = Job(ctx, build_id)
-    try:
-        async with ctx["sessionmaker"]() as session:
-            build = await session.get(Build, build_id)
-    except (OperationalError, InterfaceError) as exc:
-        # The database is briefly unreachable: nothing was claimed, so try again later
-        # rather than strand the build as 'queued' behind arq's stored result.
-        raise Retry(defer=min(60, 5 * ctx.get("job_try", 1))) from exc
+    build = await read_or_retry(ctx, lambda session: session.get(Build, build_id))
     if build is None:
         return "skipped: no such build"
     return await job.execute(BuildPipeline(job, build, ctx["blobs"]))

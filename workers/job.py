@@ -8,11 +8,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+from arq import Retry
 from sqlalchemy import select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.joblog import JobLog, log_path
 from app.models import Build, JobStatus
@@ -20,6 +23,21 @@ from app.models.job import JobColumns
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
+
+
+T = TypeVar("T")
+
+
+async def read_or_retry(ctx: WorkerContext,
+                        read: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """What an arq entry point reads before it claims its row. With the database
+    briefly unreachable nothing was claimed yet, so arq tries again later rather than
+    strand the row as 'queued' behind its stored result."""
+    try:
+        async with ctx["sessionmaker"]() as session:
+            return await read(session)
+    except (OperationalError, InterfaceError) as exc:
+        raise Retry(defer=min(60, 5 * ctx.get("job_try", 1))) from exc
 
 
 class StepFailed(Exception):

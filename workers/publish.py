@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from arq import Retry
 from sqlalchemy import delete, func, insert, literal, or_, select, update
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.blobs import BlobStore
 from app.debian.apt_index import (
@@ -46,7 +46,7 @@ from app.models import (
 from app.models.base import UTCDateTime
 from app.models.repository import publication_job_id
 from workers.context import WorkerContext
-from workers.job import Job, StepFailed
+from workers.job import Job, StepFailed, read_or_retry
 
 # Rendered Packages stanzas by (sha256 of the .deb, pool path): content-determined, so
 # safe to share between publications, repositories and databases in one process.
@@ -409,13 +409,11 @@ class PublishPipeline:
 
 async def run_publication(ctx: WorkerContext, publication_id: int) -> str:
     """arq entry point: only the id travels through Redis."""
-    try:
-        async with ctx["sessionmaker"]() as session:
-            pub = await session.get(Publication, publication_id)
-            repo = await session.get(Repository, pub.repository_id) if pub else None
-    except (OperationalError, InterfaceError) as exc:
-        # The database is briefly unreachable: nothing was claimed, so try again later.
-        raise Retry(defer=min(60, 5 * ctx.get("job_try", 1))) from exc
+    async def read(session: AsyncSession) -> tuple[Publication | None, Repository | None]:
+        pub = await session.get(Publication, publication_id)
+        return pub, (await session.get(Repository, pub.repository_id) if pub else None)
+
+    pub, repo = await read_or_retry(ctx, read)
     if pub is None or repo is None:
         return "skipped: no such publication"
     if pub.status == JobStatus.queued and await _earlier_pending(ctx, pub):

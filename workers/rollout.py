@@ -8,9 +8,8 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from arq import Retry
 from sqlalchemy import select, update
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.cluster.definition import ClusterDefinition
 from app.errors import ApiError
@@ -20,7 +19,7 @@ from app.services.nodes import node_status
 from app.services.plans import Plan, plan_for
 from app.services.rollouts import entry_from_report, stop_nodes
 from workers.context import WorkerContext
-from workers.job import Job, StepFailed, clean_text
+from workers.job import Job, StepFailed, clean_text, read_or_retry
 
 POLL = 0.25
 # Jobs of an earlier run of the same rollout that a resumed run takes as they are: one
@@ -216,21 +215,16 @@ async def _refused_rename(session, node: Node) -> str | None:
 
 async def run_rollout(ctx: WorkerContext, rollout_id: int) -> str:
     """arq entry point: only the id travels through Redis."""
-    try:
-        async with ctx["sessionmaker"]() as session:
-            rollout = await session.get(Rollout, rollout_id)
-    except (OperationalError, InterfaceError) as exc:
-        raise Retry(defer=min(60, 5 * ctx.get("job_try", 1))) from exc
+    async def read(session: AsyncSession) -> tuple[Rollout | None, int]:
+        rollout = await session.get(Rollout, rollout_id)
+        cluster = rollout and await session.scalar(
+            select(Cluster).where(Cluster.name == rollout.cluster))
+        return rollout, len(cluster.definition["members"]) if cluster else 1
+
+    rollout, members = await read_or_retry(ctx, read)
     if rollout is None:
         return "skipped: no such rollout"
-    members = len((await _members(ctx, rollout.cluster)) or [1])
     preflight = 2 * ctx["settings"].node_stale_after  # waiting for stale members
     job = Job(ctx, rollout_id, model=Rollout, kind="rollouts",
               deadline=rollout.node_timeout * members + preflight + 300)
     return await job.execute(RolloutPipeline(job, rollout))
-
-
-async def _members(ctx: WorkerContext, cluster: str) -> list[str]:
-    async with ctx["sessionmaker"]() as session:
-        row = await session.scalar(select(Cluster).where(Cluster.name == cluster))
-    return [m["node"] for m in row.definition["members"]] if row else []

@@ -55,6 +55,17 @@ async def _job(app, node_id: int, kind: str = "install", rollout_id: int | None 
         return job.id
 
 
+async def _reconcile(app, settings) -> dict[str, int]:
+    """One pass of a worker's reconciler, with a real Redis."""
+    pool = await create_pool(redis_settings(settings.redis_url),
+                             default_queue_name=settings.resolved_queue_name)
+    try:
+        return await reconcile({"settings": settings, "sessionmaker": app.state.sessionmaker,
+                                "redis": pool})
+    finally:
+        await pool.aclose()
+
+
 async def _agent_job(app, job_id: int) -> AgentJob:
     async with app.state.sessionmaker() as session:
         return await session.get(AgentJob, job_id)
@@ -201,13 +212,7 @@ async def test_a_stopped_rollout_settles_its_jobs_and_still_shows_a_late_report(
                  "agent_job_id": dying},
                 {"node": "node4", "nodeid": 4, "node_id": ids[3], "status": "pending"}]))
         await session.commit()
-    pool = await create_pool(redis_settings(settings.redis_url),
-                             default_queue_name=settings.resolved_queue_name)
-    try:
-        ctx = {"settings": settings, "sessionmaker": app.state.sessionmaker, "redis": pool}
-        assert (await reconcile(ctx))["failed"] == 1
-    finally:
-        await pool.aclose()
+    assert (await _reconcile(app, settings))["failed"] == 1
     rollout = (await client.get(f"/api/v1/rollouts/{rollout_id}")).json()
     assert rollout["status"] == "failed" and "worker lost" in rollout["error"]
     assert [n["status"] for n in rollout["nodes"]] == [
@@ -426,13 +431,7 @@ async def test_cancelling_a_rollout_a_stopping_worker_handed_back_withdraws_its_
     # The reconciler's safety net: a finished rollout with a job still queued (its
     # settling failed) has it withdrawn.
     stray = await _job(app, nodes[1]["node"]["id"], rollout_id=rollout_id)
-    pool = await create_pool(redis_settings(settings.redis_url),
-                             default_queue_name=settings.resolved_queue_name)
-    try:
-        ctx = {"settings": settings, "sessionmaker": app.state.sessionmaker, "redis": pool}
-        assert (await reconcile(ctx))["settled"] == 1
-    finally:
-        await pool.aclose()
+    assert (await _reconcile(app, settings))["settled"] == 1
     assert (await _agent_job(app, stray)).status == "cancelled"
 
 

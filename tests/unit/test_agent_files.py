@@ -67,18 +67,27 @@ async def test_the_agent_waits_for_a_dpkg_that_holds_the_lock(tmp_path: Path) ->
     await holder.wait()
 
 
+async def _started(node: System, tmp_path: Path, script: str, ignore_term: bool = False):
+    """A shell command run by the agent, once it runs: (its task, its pid)."""
+    import asyncio
+
+    pidfile = tmp_path / "pid"
+    trap = "trap '' TERM; " if ignore_term else ""
+    task = asyncio.create_task(node.run("/bin/sh", "-c",
+                                        f"{trap}echo $$ > {pidfile}; {script}"))
+    for _ in range(100):
+        if pidfile.is_file() and pidfile.read_text().strip():
+            break
+        await asyncio.sleep(0.05)
+    return task, int(pidfile.read_text())
+
+
 async def test_a_stopping_agent_stops_its_command_too(tmp_path: Path) -> None:
     import asyncio
     import os
 
     node = System(Path("/"))
-    pidfile = tmp_path / "pid"
-    task = asyncio.create_task(node.run("/bin/sh", "-c", f"echo $$ > {pidfile}; exec sleep 60"))
-    for _ in range(100):
-        if pidfile.is_file() and pidfile.read_text().strip():
-            break
-        await asyncio.sleep(0.05)
-    pid = int(pidfile.read_text())
+    task, pid = await _started(node, tmp_path, "exec sleep 60")
     task.cancel()
     try:
         await task
@@ -99,14 +108,8 @@ async def test_a_command_that_ignores_sigterm_is_killed_after_the_grace(tmp_path
     import os
 
     node = System(Path("/"), stop_grace=0.5)
-    pidfile = tmp_path / "pid"
-    task = asyncio.create_task(node.run(
-        "/bin/sh", "-c", f"trap '' TERM; echo $$ > {pidfile}; while :; do sleep 1; done"))
-    for _ in range(100):
-        if pidfile.is_file() and pidfile.read_text().strip():
-            break
-        await asyncio.sleep(0.05)
-    pid = int(pidfile.read_text())
+    task, pid = await _started(node, tmp_path, "while :; do sleep 1; done",
+                               ignore_term=True)
     task.cancel()
     await asyncio.sleep(0.1)
     task.cancel()  # a second SIGTERM during the grace: the command still goes
